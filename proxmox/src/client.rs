@@ -402,16 +402,19 @@ fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// Finds a rustls error anywhere in the cause chain (hyper wraps it in an `io::Error`).
+/// Finds a rustls error anywhere in the cause chain; hyper-rustls and tokio-rustls wrap it in
+/// (possibly nested) `io::Error`s, whose `source()` skips the wrapped error, so dig into those.
 fn tls_problem(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    fn dig<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+        if let Some(r) = e.downcast_ref::<rustls::Error>() {
+            return Some(r);
+        }
+        let inner = e.downcast_ref::<std::io::Error>()?.get_ref()?;
+        dig(inner)
+    }
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
-        let rustls_err = err.downcast_ref::<rustls::Error>().or_else(|| {
-            err.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        });
-        if let Some(r) = rustls_err {
+        if let Some(r) = dig(err) {
             return Some(describe_tls(r));
         }
         cur = err.source();

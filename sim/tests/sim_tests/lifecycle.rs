@@ -1,0 +1,248 @@
+use serde_json::json;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn cpu_load_shows_in_resources_status_and_rrddata() {
+    let s = spawn_sim().await;
+    assert_eq!(
+        s.run_task("POST", "/nodes/pve1/qemu/104/clone", &[("newid", "320")])
+            .await,
+        "OK"
+    );
+    assert_eq!(
+        s.run_task("POST", "/nodes/pve1/qemu/320/status/start", &[])
+            .await,
+        "OK"
+    );
+    let r = s
+        .control("PUT", "/_sim/vms/320/cpu", json!({"cpu": 0.73}))
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let res = s.api("GET", "/cluster/resources", &[("type", "vm")]).await;
+    let vm = res
+        .data()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["vmid"] == 320)
+        .unwrap()
+        .clone();
+    assert_eq!(vm["cpu"], json!(0.73));
+    assert_eq!(vm["status"], "running");
+    assert_eq!(vm["node"], "pve1");
+    let cur = s
+        .api("GET", "/nodes/pve1/qemu/320/status/current", &[])
+        .await;
+    assert_eq!(cur.data()["cpu"], json!(0.73));
+    let rrd = s
+        .api(
+            "GET",
+            "/nodes/pve1/qemu/320/rrddata",
+            &[("timeframe", "hour"), ("cf", "AVERAGE")],
+        )
+        .await;
+    let samples = rrd.data().as_array().unwrap();
+    assert_eq!(samples.last().unwrap()["cpu"], json!(0.73));
+    let tmpl = res
+        .data()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["vmid"] == 104)
+        .unwrap()
+        .clone();
+    assert_eq!(tmpl["template"], json!(1));
+    assert_eq!(tmpl["cpu"], json!(0.0));
+    s.h.shutdown().await;
+}
+
+#[tokio::test]
+async fn snapshots_create_list_rollback_delete() {
+    let s = spawn_sim().await;
+    assert_eq!(
+        s.run_task("POST", "/nodes/pve1/qemu/104/clone", &[("newid", "330")])
+            .await,
+        "OK"
+    );
+    assert_eq!(
+        s.run_task(
+            "POST",
+            "/nodes/pve1/qemu/330/snapshot",
+            &[("snapname", "clean"), ("description", "fresh")]
+        )
+        .await,
+        "OK"
+    );
+    assert_eq!(
+        s.run_task(
+            "POST",
+            "/nodes/pve1/qemu/330/snapshot",
+            &[("snapname", "clean")]
+        )
+        .await,
+        "snapshot name 'clean' already used"
+    );
+    let r = s
+        .api("PUT", "/nodes/pve1/qemu/330/config", &[("cores", "8")])
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let list = s.api("GET", "/nodes/pve1/qemu/330/snapshot", &[]).await;
+    let names: Vec<_> = list
+        .data()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, vec!["clean", "current"]);
+    assert_eq!(
+        s.run_task("POST", "/nodes/pve1/qemu/330/snapshot/clean/rollback", &[])
+            .await,
+        "OK"
+    );
+    assert_eq!(s.config("pve1", 330).await.data()["cores"], json!(2));
+    assert_eq!(
+        s.run_task("DELETE", "/nodes/pve1/qemu/330/snapshot/clean", &[])
+            .await,
+        "OK"
+    );
+    assert_eq!(
+        s.run_task("POST", "/nodes/pve1/qemu/330/snapshot/clean/rollback", &[])
+            .await,
+        "snapshot 'clean' does not exist"
+    );
+    let tmpl = s
+        .run_task(
+            "POST",
+            "/nodes/pve1/qemu/104/snapshot",
+            &[("snapname", "x1")],
+        )
+        .await;
+    assert_eq!(tmpl, "you can't take a snapshot if it's a template");
+    s.h.shutdown().await;
+}
+
+#[tokio::test]
+async fn restart_keeps_vms_and_power_state() {
+    let s = spawn_sim().await;
+    assert_eq!(
+        s.run_task(
+            "POST",
+            "/nodes/pve1/qemu/104/clone",
+            &[("newid", "340"), ("target", "pve3")]
+        )
+        .await,
+        "OK"
+    );
+    assert_eq!(
+        s.run_task("POST", "/nodes/pve3/qemu/340/status/start", &[])
+            .await,
+        "OK"
+    );
+    assert_eq!(
+        s.run_task(
+            "POST",
+            "/nodes/pve3/qemu/340/snapshot",
+            &[("snapname", "s1")]
+        )
+        .await,
+        "OK"
+    );
+    let before = s.config("pve3", 340).await.body;
+    let data = s.dir.0.join("data");
+    let conf = std::fs::read_to_string(data.join("nodes/pve3/qemu-server/340.conf")).unwrap();
+    assert!(conf.contains("\n[s1]\n"), "{conf}");
+    s.h.shutdown().await;
+    let h = labfleet_sim::start(labfleet_sim::SimConfig::for_tests(&data))
+        .await
+        .unwrap();
+    let s2 = TestSim {
+        addr: h.url.trim_start_matches("http://").to_string(),
+        h,
+        dir: s.dir,
+    };
+    assert_eq!(s2.config("pve3", 340).await.body, before);
+    let cur = s2
+        .api("GET", "/nodes/pve3/qemu/340/status/current", &[])
+        .await;
+    assert_eq!(cur.data()["status"], "running");
+    let content = s2
+        .api(
+            "GET",
+            "/nodes/pve3/storage/nfs-shared/content",
+            &[("vmid", "340")],
+        )
+        .await;
+    assert_eq!(content.data().as_array().unwrap().len(), 2, "{content:?}");
+    // the template stays protected by its clone after the restart
+    let exit = s2.run_task("DELETE", "/nodes/pve1/qemu/104", &[]).await;
+    assert!(exit.contains("still in use by linked clones"), "{exit}");
+    s2.h.shutdown().await;
+}
+
+#[tokio::test]
+async fn stopping_a_task_interrupts_it() {
+    let s = spawn_sim_with(|c| c.time_scale = 1.0).await;
+    let upid = s
+        .start_task(
+            "POST",
+            "/nodes/pve1/qemu/104/clone",
+            &[("newid", "350"), ("full", "1")],
+        )
+        .await;
+    let r = s
+        .api(
+            "DELETE",
+            &format!("/nodes/pve1/tasks/{}", upid.replace(':', "%3A")),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let (exit, _) = s.wait_task(&upid).await;
+    assert_eq!(exit, "clone failed: received interrupt");
+    assert_eq!(s.config("pve1", 350).await.status, 500);
+    s.h.shutdown().await;
+}
+
+#[tokio::test]
+async fn lower_bound_of_a_linked_clone_workload_counts_storage_serialization() {
+    let s = spawn_sim().await;
+    let r = raw(
+        &s.addr,
+        "GET",
+        "/_sim/lower-bound?linked_clones=20&template=104&nodes=pve1,pve2,pve3&time_scale=1",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let secs = r.data()["seconds"].as_f64().unwrap();
+    // defaults: prepare 0.3 + 20 × (disk 0.8 + cloud-init 0.4) on nfs-shared + finish 0.2
+    assert!((secs - 24.5).abs() < 1e-6, "{r:?}");
+    assert_eq!(r.data()["bottleneck"], "storage nfs-shared");
+    // 105 lives on pve1's local-lvm: same serialization, other storage
+    let r = raw(
+        &s.addr,
+        "GET",
+        "/_sim/lower-bound?linked_clones=2&template=105&time_scale=1",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(r.data()["bottleneck"], "storage pve1/local-lvm");
+    // recorded operations
+    raw(&s.addr, "DELETE", "/_sim/lower-bound", &[], None).await;
+    assert_eq!(
+        s.run_task("POST", "/nodes/pve1/qemu/104/clone", &[("newid", "360")])
+            .await,
+        "OK"
+    );
+    let r = raw(&s.addr, "GET", "/_sim/lower-bound?time_scale=1", &[], None).await;
+    assert_eq!(r.data()["ops"], json!(1));
+    assert!(
+        (r.data()["seconds"].as_f64().unwrap() - 1.7).abs() < 1e-6,
+        "{r:?}"
+    );
+    s.h.shutdown().await;
+}

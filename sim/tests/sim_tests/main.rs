@@ -1,0 +1,12 @@
+//! Behaviour tests of the simulator, one module per concept.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+mod api_basics;
+mod auth;
+mod clones;
+mod conformance;
+mod faults;
+mod lifecycle;
+mod params;

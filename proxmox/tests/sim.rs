@@ -175,3 +175,80 @@ async fn a_missing_vm_is_a_permanent_error_naming_the_vm() {
     assert!(err.is_not_found(), "{err}");
     h.shutdown().await;
 }
+
+async fn sim_with(faults: labfleet_sim::FaultConfig) -> (SimHandle, DataDir) {
+    let dir = DataDir::new();
+    let mut cfg = SimConfig::for_tests(&dir.0);
+    cfg.nodes = 2;
+    cfg.faults = faults;
+    (labfleet_sim::start(cfg).await.unwrap(), dir)
+}
+
+#[tokio::test]
+async fn injected_unavailability_is_transient() {
+    let (h, _dir) = sim_with(labfleet_sim::FaultConfig {
+        http_503: 1.0,
+        ..Default::default()
+    })
+    .await;
+    let err = client(&h, token(&h)).version().await.unwrap_err();
+    assert_eq!(err.status(), Some(503), "{err}");
+    assert!(err.is_transient());
+    h.shutdown().await;
+
+    let (h, _dir) = sim_with(labfleet_sim::FaultConfig {
+        drop_connection: 1.0,
+        ..Default::default()
+    })
+    .await;
+    let err = client(&h, token(&h)).version().await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    h.shutdown().await;
+
+    let (h, _dir) = sim_with(labfleet_sim::FaultConfig {
+        node_offline: ["pve2".to_string()].into(),
+        ..Default::default()
+    })
+    .await;
+    let err = client(&h, token(&h)).node_status("pve2").await.unwrap_err();
+    assert_eq!(err.status(), Some(595), "{err}");
+    assert!(err.is_transient());
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_injected_storage_lock_timeout_fails_the_clone_transiently() {
+    let (h, _dir) = sim_with(labfleet_sim::FaultConfig {
+        lock_timeout: 1.0,
+        ..Default::default()
+    })
+    .await;
+    let c = client(&h, token(&h));
+    let template = c
+        .cluster_resources(Some(ResourceType::Vm))
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.template == Some(true))
+        .unwrap();
+    let node = template.node.unwrap();
+    let newid = c.next_id(None).await.unwrap();
+    let result = match c
+        .qemu_clone(&node, template.vmid.unwrap(), &CloneParams::linked(newid))
+        .await
+    {
+        Ok(upid) => c.wait_task(&upid, WAIT).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    let err = result.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ProxmoxError::TaskFailed { .. } | ProxmoxError::Api { .. }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("timeout"), "{err}");
+    assert!(err.is_transient(), "{err}");
+    h.shutdown().await;
+}

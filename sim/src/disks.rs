@@ -203,7 +203,6 @@ pub fn read_meta(path: &Path) -> Option<Meta> {
     })
 }
 
-#[allow(dead_code)] // used by the SSH server
 /// `qemu-img info` output for the SSH command (real when possible, else from metadata).
 pub async fn info(path: &Path) -> Result<String, String> {
     let meta = read_meta(path).ok_or_else(|| {

@@ -54,6 +54,9 @@ pub struct SimConfig {
     pub latencies: Latencies,
     /// Ticket lifetime (PVE: 2 h).
     pub ticket_lifetime: std::time::Duration,
+    /// OpenSSH public keys accepted for `root` by the SSH servers (appended to
+    /// `<data_dir>/sim/authorized_keys`, which is read at every login).
+    pub ssh_authorized_keys: Vec<String>,
 }
 
 impl SimConfig {
@@ -73,6 +76,7 @@ impl SimConfig {
             use_qemu_img: disks::qemu_img_available(),
             latencies: Latencies::default(),
             ticket_lifetime: std::time::Duration::from_secs(7200),
+            ssh_authorized_keys: Vec::new(),
         }
     }
 }
@@ -129,6 +133,17 @@ pub async fn start(config: SimConfig) -> anyhow::Result<SimHandle> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let sim = Arc::new(sim::Sim::open(&config).await?);
+    if !config.ssh_authorized_keys.is_empty() {
+        use std::io::Write as _;
+        let path = config.data_dir.join("sim").join("authorized_keys");
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        for k in &config.ssh_authorized_keys {
+            writeln!(f, "{}", k.trim())?;
+        }
+    }
     let (tx, rx) = tokio::sync::watch::channel(false);
     let mut joins = Vec::new();
 

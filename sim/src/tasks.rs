@@ -105,7 +105,6 @@ impl Task {
         self.cancelled.load(Ordering::SeqCst)
     }
 
-    #[allow(dead_code)] // used by the SSH server
     /// Waits until the task has finished.
     pub async fn wait(&self) -> String {
         loop {

@@ -1,1 +1,16 @@
-//! placeholder
+//! Database migrations. Every migration must run on both SQLite (the embedded default) and
+//! PostgreSQL, so only portable column types and sea-query DDL are used here.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261123_000001_jobs;
+
+/// The ordered list of labfleet's migrations.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261123_000001_jobs::Migration)]
+    }
+}

@@ -1,0 +1,108 @@
+//! Reading request bodies, query strings and path ids with errors that name the offending field
+//! (axum's own extractors answer with plain text and no field).
+
+use axum::{
+    extract::{FromRequestParts, Path},
+    http::request::Parts,
+};
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// Parses a JSON body into `T`, naming the field that is missing, unknown or of the wrong type.
+pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::BadRequest {
+            message: "the request body is empty; a JSON object is expected".into(),
+            field: None,
+        });
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::BadRequest {
+                message: format!("malformed JSON: {inner}"),
+                field: None,
+            }
+        } else {
+            field_error(&path, &inner.to_string())
+        }
+    })
+}
+
+/// Parses a JSON value (for example a job's `args`) into `T`, naming fields under `prefix`.
+pub(crate) fn parse_value<T: DeserializeOwned>(
+    value: serde_json::Value,
+    prefix: &str,
+) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." {
+            prefix.to_string()
+        } else {
+            format!("{prefix}.{path}")
+        };
+        field_error(&path, &e.into_inner().to_string())
+    })
+}
+
+/// Turns a serde message into a 400 naming the field: for a missing or unknown field the
+/// message names it, the path only names its parent.
+fn field_error(path: &str, message: &str) -> ApiError {
+    let named = ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|p| message.split(p).nth(1))
+        .and_then(|rest| rest.split('`').next());
+    let parent = if path == "." { "" } else { path };
+    let field = match named {
+        // For an unknown field the path already ends with it; for a missing one it does not.
+        Some(name) if parent == name || parent.ends_with(&format!(".{name}")) => parent.to_string(),
+        Some(name) if parent.is_empty() => name.to_string(),
+        Some(name) => format!("{parent}.{name}"),
+        None if parent.is_empty() => "body".to_string(),
+        None => parent.to_string(),
+    };
+    let message = message.split(" at line ").next().unwrap_or(message);
+    ApiError::bad_field(field.clone(), format!("{field}: {message}"))
+}
+
+/// A query string parsed into `T`, naming the offending parameter on error.
+pub(crate) struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded_parse(query));
+        serde_path_to_error::deserialize(de)
+            .map(Query)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                field_error(&path, &e.into_inner().to_string())
+            })
+    }
+}
+
+fn form_urlencoded_parse(query: &str) -> form_urlencoded::Parse<'_> {
+    form_urlencoded::parse(query.as_bytes())
+}
+
+/// The `{id}` path segment as a job id.
+pub(crate) struct JobId(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for JobId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::bad_field("id", "the path must end with one id"))?;
+        Uuid::parse_str(&raw)
+            .map(JobId)
+            .map_err(|_| ApiError::bad_field("id", format!("`{raw}` is not a job id (a UUID)")))
+    }
+}

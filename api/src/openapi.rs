@@ -1,0 +1,38 @@
+//! The OpenAPI description of the API, served at `/api/openapi.json`.
+
+use utoipa::{
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    Modify, OpenApi,
+};
+
+use crate::routes::{health, jobs};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "labfleet", description = "Deploys and runs classroom and lab VMs on Proxmox VE clusters."),
+    paths(
+        health::healthz, health::readyz, health::metrics,
+        jobs::list, jobs::show, jobs::create, jobs::cancel, jobs::retry,
+    ),
+    components(schemas(crate::error::ErrorBody)),
+    modifiers(&BearerAuth),
+    tags((name = "jobs", description = "Jobs and their progress"),
+         (name = "operations", description = "Health and metrics")),
+)]
+pub(crate) struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+pub(crate) async fn serve() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(ApiDoc::openapi())
+}

@@ -1,0 +1,359 @@
+//! `/api/jobs`: list, show (with progress, timeline and children), create a diagnostic job,
+//! cancel, retry.
+
+use std::time::Duration;
+
+use axum::{
+    body::Bytes,
+    extract::State,
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use labfleet_jobs::{
+    store::{CreateOutcome, IdempotencyClaim, JobDetail, JobFilter, JobSummary, NewJob},
+    Family, JobSpec, JobStatus,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::{
+    auth::Caller,
+    error::ApiError,
+    extract::{parse_json, parse_value, JobId, Query},
+    state::AppState,
+};
+
+/// Largest page of jobs or children.
+const MAX_PAGE: u64 = 1_000;
+
+/// Filters and paging of `GET /api/jobs`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListParams {
+    /// Only jobs in this status.
+    status: Option<String>,
+    /// Only jobs of this kind.
+    kind: Option<String>,
+    /// Only children of this job.
+    parent: Option<String>,
+    /// Page size (1–1000, default 100).
+    limit: Option<u64>,
+    /// Rows to skip.
+    offset: Option<u64>,
+}
+
+/// A page of jobs.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct JobList {
+    ok: bool,
+    jobs: Vec<JobSummary>,
+}
+
+/// List jobs, newest first.
+#[utoipa::path(get, path = "/api/jobs", tag = "jobs", params(ListParams),
+    security(("bearer" = [])),
+    responses((status = 200, body = JobList), (status = 400, body = crate::error::ErrorBody),
+        (status = 401, body = crate::error::ErrorBody)))]
+pub(crate) async fn list(
+    _caller: Caller,
+    State(state): State<AppState>,
+    Query(params): Query<ListParams>,
+) -> Result<Json<JobList>, ApiError> {
+    let status = params
+        .status
+        .as_deref()
+        .map(|s| {
+            JobStatus::parse(s).ok_or_else(|| {
+                ApiError::invalid(
+                    "status",
+                    format!("unknown status `{s}`; expected one of queued, running, retrying, succeeded, failed, cancelled, dead"),
+                )
+            })
+        })
+        .transpose()?;
+    let parent = params
+        .parent
+        .as_deref()
+        .map(|p| {
+            Uuid::parse_str(p)
+                .map_err(|_| ApiError::bad_field("parent", format!("`{p}` is not a job id")))
+        })
+        .transpose()?;
+    let filter = JobFilter {
+        status,
+        kind: params.kind,
+        parent,
+        created_by: None,
+        limit: page_size(params.limit, "limit")?,
+        offset: params.offset.unwrap_or(0),
+    };
+    let jobs = state.store.list(&filter).await?;
+    Ok(Json(JobList { ok: true, jobs }))
+}
+
+/// Paging of a job's children.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ShowParams {
+    /// Children per page (1–1000, default 100).
+    children_limit: Option<u64>,
+    /// Children to skip.
+    children_offset: Option<u64>,
+}
+
+/// A job with its progress.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct JobView {
+    ok: bool,
+    #[serde(flatten)]
+    job: JobDetail,
+}
+
+/// Show one job: status, attempts, timestamps, error, progress, timeline, a page of children.
+#[utoipa::path(get, path = "/api/jobs/{id}", tag = "jobs", params(("id" = Uuid, Path, description = "Job id"), ShowParams),
+    security(("bearer" = [])),
+    responses((status = 200, body = JobView), (status = 400, body = crate::error::ErrorBody),
+        (status = 401, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+pub(crate) async fn show(
+    _caller: Caller,
+    State(state): State<AppState>,
+    JobId(id): JobId,
+    Query(params): Query<ShowParams>,
+) -> Result<Json<JobView>, ApiError> {
+    let limit = page_size(params.children_limit, "children_limit")?;
+    let job = state
+        .store
+        .get(id, limit, params.children_offset.unwrap_or(0))
+        .await?;
+    Ok(Json(JobView { ok: true, job }))
+}
+
+/// Body of `POST /api/jobs`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateJob {
+    /// The job kind; only the diagnostic `noop` is created this way.
+    kind: String,
+    /// The kind's arguments (for `noop`: duration_ms, fail_attempts, fail_permanently,
+    /// continue_times, continue_after_ms, children, child, effect, family).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    args: Option<serde_json::Value>,
+    /// Attempts the job gets (1–20; default from the settings).
+    max_attempts: Option<u32>,
+}
+
+/// Answer to work-creating requests.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Accepted {
+    ok: bool,
+    /// The job doing the work.
+    job_id: Uuid,
+}
+
+/// Create a diagnostic job (admin). Honours `Idempotency-Key`.
+#[utoipa::path(post, path = "/api/jobs", tag = "jobs", request_body = CreateJob,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key, same job (24 h)")),
+    security(("bearer" = [])),
+    responses((status = 202, body = Accepted, headers(("Location" = String))),
+        (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
+        (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody),
+        (status = 503, body = crate::error::ErrorBody)))]
+pub(crate) async fn create(
+    caller: Caller,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: CreateJob = parse_json(&body)?;
+    let spec = match req.kind.as_str() {
+        "noop" => {
+            let args: labfleet_jobs::NoopArgs =
+                parse_value(req.args.unwrap_or_else(|| serde_json::json!({})), "args")?;
+            args.validate()
+                .map_err(|(field, msg)| ApiError::invalid(field, format!("{field}: {msg}")))?;
+            JobSpec::Noop(args)
+        }
+        other => {
+            return Err(ApiError::invalid(
+                "kind",
+                format!("kind `{other}` cannot be created here; expected `noop`"),
+            ))
+        }
+    };
+    let max_attempts = match req.max_attempts {
+        None => state.settings.retry.max_attempts,
+        Some(n @ 1..=20) => n,
+        Some(n) => {
+            return Err(ApiError::invalid(
+                "max_attempts",
+                format!("max_attempts must be between 1 and 20, got {n}"),
+            ))
+        }
+    };
+    let new = NewJob {
+        spec,
+        parent_id: None,
+        created_by: caller.name.clone(),
+        max_attempts,
+    };
+    let family = new.spec.family();
+    let job_id = match idempotency_key(&headers)? {
+        Some(key) => {
+            let claim = IdempotencyClaim {
+                caller: caller.name.clone(),
+                key,
+                request_hash: hex::encode(Sha256::digest(&body)),
+            };
+            match state.store.create_idempotent(&new, &claim).await? {
+                CreateOutcome::Created(id) => {
+                    publish_soon(&state, family, id).await;
+                    id
+                }
+                CreateOutcome::Replayed(id) => id,
+                CreateOutcome::KeyConflict => {
+                    return Err(ApiError::Conflict(
+                        "this Idempotency-Key was already used with a different request".into(),
+                    ))
+                }
+            }
+        }
+        None => {
+            let id = state.store.create(std::slice::from_ref(&new)).await?[0];
+            publish_soon(&state, family, id).await;
+            id
+        }
+    };
+    Ok(accepted(job_id))
+}
+
+/// A 202 with the job's `Location`.
+pub(crate) fn accepted(job_id: Uuid) -> Response {
+    (
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, format!("/api/jobs/{job_id}"))],
+        Json(Accepted { ok: true, job_id }),
+    )
+        .into_response()
+}
+
+/// Publishes a committed job, waiting briefly for the broker's confirm. A job that cannot be
+/// published now is still accepted: the recovery sweep publishes it once the broker is back.
+async fn publish_soon(state: &AppState, family: Family, id: Uuid) {
+    let ids = [id];
+    match tokio::time::timeout(
+        Duration::from_secs(1),
+        state.publisher.publish(family, &ids),
+    )
+    .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(job.id = %id, error = %e, "job stored, publish deferred"),
+        Err(_) => tracing::warn!(job.id = %id, "job stored, publish deferred (broker slow)"),
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .ok_or_else(|| {
+            ApiError::bad_field(
+                "Idempotency-Key",
+                "Idempotency-Key must be 1–255 visible ASCII characters",
+            )
+        })?;
+    Ok(Some(key.to_string()))
+}
+
+fn page_size(limit: Option<u64>, field: &str) -> Result<u64, ApiError> {
+    match limit {
+        None => Ok(100),
+        Some(n @ 1..=MAX_PAGE) => Ok(n),
+        Some(n) => Err(ApiError::invalid(
+            field,
+            format!("{field} must be between 1 and {MAX_PAGE}, got {n}"),
+        )),
+    }
+}
+
+/// Result of a cancel.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Cancelled {
+    ok: bool,
+    /// The job's status now (`cancelled`, or `running` while running work stops).
+    status: JobStatus,
+    /// Running jobs asked to stop.
+    stop_requested: u64,
+}
+
+/// Cancel a job: work not started is cancelled now, running work is asked to stop.
+#[utoipa::path(post, path = "/api/jobs/{id}/cancel", tag = "jobs", params(("id" = Uuid, Path, description = "Job id")),
+    security(("bearer" = [])),
+    responses((status = 200, body = Cancelled), (status = 404, body = crate::error::ErrorBody),
+        (status = 409, body = crate::error::ErrorBody)))]
+pub(crate) async fn cancel(
+    _caller: Caller,
+    State(state): State<AppState>,
+    JobId(id): JobId,
+) -> Result<Json<Cancelled>, ApiError> {
+    let out = state.store.cancel(id, "cancelled on request").await?;
+    Ok(Json(Cancelled {
+        ok: true,
+        status: out.status,
+        stop_requested: out.stop_requested,
+    }))
+}
+
+/// Result of a retry.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Retried {
+    ok: bool,
+    /// The job.
+    job_id: Uuid,
+    /// Jobs put back in the queue (the job itself, or its failed children).
+    requeued: usize,
+}
+
+/// Retry a failed, dead or cancelled job (for a parent: only its failed children).
+#[utoipa::path(post, path = "/api/jobs/{id}/retry", tag = "jobs", params(("id" = Uuid, Path, description = "Job id")),
+    security(("bearer" = [])),
+    responses((status = 202, body = Retried), (status = 404, body = crate::error::ErrorBody),
+        (status = 409, body = crate::error::ErrorBody)))]
+pub(crate) async fn retry(
+    _caller: Caller,
+    State(state): State<AppState>,
+    JobId(id): JobId,
+) -> Result<Response, ApiError> {
+    let out = state.store.retry(id).await?;
+    let mut by_family: std::collections::HashMap<Family, Vec<Uuid>> = Default::default();
+    for (family, job) in &out.requeued {
+        by_family.entry(*family).or_default().push(*job);
+    }
+    for (family, ids) in by_family {
+        if let Err(e) = state.publisher.publish(family, &ids).await {
+            tracing::warn!(error = %e, "retried jobs stored, publish deferred");
+        }
+    }
+    // A parent with nothing left to re-run finishes at once.
+    state.store.finalize_parents(&[id]).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, format!("/api/jobs/{id}"))],
+        Json(Retried {
+            ok: true,
+            job_id: id,
+            requeued: out.requeued.len(),
+        }),
+    )
+        .into_response())
+}

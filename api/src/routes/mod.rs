@@ -1,0 +1,4 @@
+//! The routes, one module per resource.
+
+pub(crate) mod health;
+pub(crate) mod jobs;

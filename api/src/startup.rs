@@ -1,0 +1,98 @@
+//! Building the API from its parts and serving it until shutdown. The listener is bound first, so
+//! port 0 works and the real address is known before serving.
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use axum::{
+    http::{Request, StatusCode},
+    middleware,
+    response::IntoResponse,
+    routing::{get, post},
+    Router,
+};
+use labfleet_jobs::{JobStore, Publisher, Settings};
+use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
+
+use crate::{error::ApiError, openapi, routes, state::AppState, telemetry};
+
+/// A bound, not yet serving, API server.
+pub struct Application {
+    listener: tokio::net::TcpListener,
+    router: Router,
+}
+
+impl Application {
+    /// Binds `settings.bind` and builds the router.
+    pub async fn build(
+        settings: Arc<Settings>,
+        store: JobStore,
+        publisher: Publisher,
+    ) -> std::io::Result<Application> {
+        let listener = tokio::net::TcpListener::bind(settings.bind).await?;
+        let state = AppState {
+            store,
+            publisher,
+            settings,
+            prometheus: telemetry::prometheus(),
+        };
+        Ok(Application {
+            listener,
+            router: router(state),
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then finishes the requests in flight.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+/// Every route of the API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(routes::health::healthz))
+        .route("/readyz", get(routes::health::readyz))
+        .route("/metrics", get(routes::health::metrics))
+        .route("/api/openapi.json", get(openapi::serve))
+        .route(
+            "/api/jobs",
+            get(routes::jobs::list).post(routes::jobs::create),
+        )
+        .route("/api/jobs/{id}", get(routes::jobs::show))
+        .route("/api/jobs/{id}/cancel", post(routes::jobs::cancel))
+        .route("/api/jobs/{id}/retry", post(routes::jobs::retry))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async {
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                axum::Json(serde_json::json!({
+                    "ok": false, "error": "method not allowed on this route", "code": "method_not_allowed"
+                })),
+            )
+        })
+        .layer(middleware::from_fn(telemetry::record))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                let path = req
+                    .extensions()
+                    .get::<axum::extract::MatchedPath>()
+                    .map(|p| p.as_str().to_string())
+                    .unwrap_or_default();
+                tracing::info_span!("request", method = %req.method(), matched_path = %path)
+            }),
+        )
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal("a handler panicked".into()).into_response()
+        }))
+        .with_state(state)
+}

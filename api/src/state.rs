@@ -1,0 +1,19 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+
+use labfleet_jobs::{JobStore, Publisher, Settings};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+/// Shared state of the API (cheap to clone).
+#[derive(Clone)]
+pub struct AppState {
+    /// Jobs.
+    pub store: JobStore,
+    /// Publishes jobs after commit.
+    pub publisher: Publisher,
+    /// Settings the process was built from.
+    pub settings: Arc<Settings>,
+    /// Renders `/metrics`.
+    pub prometheus: PrometheusHandle,
+}

@@ -1,0 +1,61 @@
+//! Connecting to the database (SQLite or PostgreSQL) and bringing its schema up to date.
+
+use std::time::Duration;
+
+use labfleet_migration::{Migrator, MigratorTrait};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DbErr,
+    TransactionTrait,
+};
+
+use crate::settings::Settings;
+
+/// Opens the pool described by the settings. For the embedded SQLite file the data directory is
+/// created, WAL mode and a busy timeout are switched on so the API, worker and scheduler of one
+/// process can write concurrently.
+pub async fn connect(settings: &Settings) -> Result<DatabaseConnection, DbErr> {
+    let url = settings.effective_database_url();
+    let sqlite = url.starts_with("sqlite:");
+    if sqlite && settings.database_url.is_none() {
+        std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+            DbErr::Custom(format!(
+                "cannot create data dir {}: {e}",
+                settings.data_dir.display()
+            ))
+        })?;
+    }
+    let mut opts = ConnectOptions::new(url);
+    let acquire = Duration::from_millis(settings.database.acquire_timeout_ms);
+    opts.max_connections(if sqlite {
+        settings.database.max_connections.min(8)
+    } else {
+        settings.database.max_connections
+    })
+    .min_connections(1)
+    .connect_timeout(acquire)
+    .acquire_timeout(acquire)
+    .sqlx_logging(false)
+    // WAL lets readers proceed while one writer commits; the busy timeout makes writers wait for
+    // each other instead of failing with SQLITE_BUSY. synchronous=NORMAL is durable across process
+    // crashes in WAL mode (only an OS crash can lose the last commits). Set per connection.
+    .map_sqlx_sqlite_opts(|o| {
+        o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(10))
+            .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+    });
+    Database::connect(opts).await
+}
+
+/// Applies every pending migration. On PostgreSQL they run in one transaction under an advisory
+/// lock, so several processes starting together migrate once.
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
+    if db.get_database_backend() == DatabaseBackend::Postgres {
+        let txn = db.begin().await?;
+        txn.execute_unprepared("SELECT pg_advisory_xact_lock(7461627)")
+            .await?;
+        Migrator::up(&txn, None).await?;
+        txn.commit().await
+    } else {
+        Migrator::up(db, None).await
+    }
+}

@@ -1,0 +1,196 @@
+//! The wire contract of jobs: one serde enum, one variant per kind. Adding a kind is a compile error
+//! in the worker's dispatch until it is handled there.
+
+use serde::{Deserialize, Serialize};
+
+/// A family of jobs travels on its own queue with its own worker concurrency, so that a 500-VM
+/// deploy never delays a student's reset or a shutdown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    /// Class deployments and their per-VM children.
+    Deploy,
+    /// Single-VM lifecycle work: clone, snapshot, reconfigure, destroy.
+    Vm,
+    /// Power actions: start, shutdown, stop, reboot.
+    Power,
+    /// Environment pool resets.
+    Reset,
+    /// Template and ISO synchronisation.
+    Sync,
+    /// Diagnostic jobs used to test and benchmark the engine.
+    Diag,
+}
+
+impl Family {
+    /// Every family, each with its own queue.
+    pub const ALL: [Family; 6] = [
+        Family::Deploy,
+        Family::Vm,
+        Family::Power,
+        Family::Reset,
+        Family::Sync,
+        Family::Diag,
+    ];
+
+    /// The name used in the database and in queue names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Deploy => "deploy",
+            Family::Vm => "vm",
+            Family::Power => "power",
+            Family::Reset => "reset",
+            Family::Sync => "sync",
+            Family::Diag => "diag",
+        }
+    }
+
+    /// Parses a stored family name.
+    pub fn parse(s: &str) -> Option<Family> {
+        Self::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+}
+
+/// Every kind of job labfleet runs, with its arguments. Stored as the job's `payload`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "args", rename_all = "snake_case")]
+pub enum JobSpec {
+    /// A diagnostic job with a configurable duration, failures, continuations and children.
+    Noop(NoopArgs),
+}
+
+impl JobSpec {
+    /// The kind's snake_case name (the serde tag).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JobSpec::Noop(_) => "noop",
+        }
+    }
+
+    /// The queue family this job travels on.
+    pub fn family(&self) -> Family {
+        match self {
+            JobSpec::Noop(args) => args.family.unwrap_or(Family::Diag),
+        }
+    }
+
+    /// The arguments alone, as stored in `jobs.payload`.
+    pub fn args_json(&self) -> serde_json::Value {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(mut map)) => {
+                map.remove("args").unwrap_or(serde_json::Value::Null)
+            }
+            _ => serde_json::Value::Null,
+        }
+    }
+
+    /// Rebuilds a spec from a stored kind and arguments.
+    pub fn from_parts(kind: &str, args: serde_json::Value) -> Result<JobSpec, serde_json::Error> {
+        serde_json::from_value(serde_json::json!({ "kind": kind, "args": args }))
+    }
+}
+
+/// Arguments of the diagnostic `noop` job. Every field is optional; `{}` succeeds at once.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NoopArgs {
+    /// How long the job works, in milliseconds (at most 60,000: no delivery is held longer).
+    pub duration_ms: u64,
+    /// Fail with a transient error on the first N attempts.
+    pub fail_attempts: u32,
+    /// Fail with a permanent error (no retry).
+    pub fail_permanently: bool,
+    /// Park and continue this many times before finishing (a delayed continuation each time).
+    pub continue_times: u32,
+    /// Delay of each continuation, in milliseconds.
+    pub continue_after_ms: u64,
+    /// Fan out this many child jobs and finish when they have all finished.
+    pub children: u32,
+    /// Arguments of each child (default `{}`); a child cannot have children of its own.
+    pub child: Option<Box<NoopArgs>>,
+    /// Record an observable effect (a `noop_effects` row) exactly once.
+    pub effect: bool,
+    /// The queue family to run on (default `diag`).
+    pub family: Option<Family>,
+}
+
+impl NoopArgs {
+    /// Upper bounds, so a diagnostic job cannot hold a delivery or fan out without limit.
+    pub const MAX_DURATION_MS: u64 = 60_000;
+    /// See [`NoopArgs::MAX_DURATION_MS`].
+    pub const MAX_CHILDREN: u32 = 10_000;
+    /// See [`NoopArgs::MAX_DURATION_MS`].
+    pub const MAX_CONTINUATIONS: u32 = 100;
+
+    /// Checks the value ranges; returns the offending field and why.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.duration_ms > Self::MAX_DURATION_MS {
+            return Err((
+                "args.duration_ms",
+                format!("must be at most {}", Self::MAX_DURATION_MS),
+            ));
+        }
+        if self.continue_after_ms > Self::MAX_DURATION_MS {
+            return Err((
+                "args.continue_after_ms",
+                format!("must be at most {}", Self::MAX_DURATION_MS),
+            ));
+        }
+        if self.children > Self::MAX_CHILDREN {
+            return Err((
+                "args.children",
+                format!("must be at most {}", Self::MAX_CHILDREN),
+            ));
+        }
+        if self.continue_times > Self::MAX_CONTINUATIONS {
+            return Err((
+                "args.continue_times",
+                format!("must be at most {}", Self::MAX_CONTINUATIONS),
+            ));
+        }
+        if let Some(child) = &self.child {
+            if child.children > 0 || child.child.is_some() {
+                return Err((
+                    "args.child.children",
+                    "a child cannot have children of its own".into(),
+                ));
+            }
+            child.validate().map_err(|(_, msg)| ("args.child", msg))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_round_trips_through_kind_and_args() {
+        let spec = JobSpec::Noop(NoopArgs {
+            duration_ms: 5,
+            ..Default::default()
+        });
+        let back = JobSpec::from_parts(spec.kind(), spec.args_json()).expect("parses");
+        assert_eq!(back, spec);
+    }
+
+    #[test]
+    fn unknown_noop_argument_is_rejected() {
+        let err = JobSpec::from_parts("noop", serde_json::json!({"bogus": 1})).unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn grandchildren_are_refused() {
+        let args = NoopArgs {
+            children: 1,
+            child: Some(Box::new(NoopArgs {
+                children: 2,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        assert_eq!(args.validate().unwrap_err().0, "args.child.children");
+    }
+}

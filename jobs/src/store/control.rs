@@ -1,0 +1,185 @@
+//! What users do to jobs: cancel and retry. Cancel stops what has not started at once and asks
+//! running work to stop; retry re-runs a finished job, or only the failed children of a parent.
+
+use chrono::Utc;
+use sea_orm::{ConnectionTrait, TransactionTrait};
+use uuid::Uuid;
+
+use super::{event, insert_events, sql, JobStore, StoreError};
+use crate::{spec::Family, status::JobStatus};
+
+/// What `cancel` did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CancelOutcome {
+    /// The job's status afterwards.
+    pub status: JobStatus,
+    /// Jobs (the job or its children) that are still running and were asked to stop.
+    pub stop_requested: u64,
+}
+
+/// What `retry` did: the jobs to publish again, by family.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetryOutcome {
+    /// Jobs put back in the queue.
+    pub requeued: Vec<(Family, Uuid)>,
+}
+
+impl JobStore {
+    /// Cancels a job. Queued, retrying and parked work is cancelled at once; work a worker is
+    /// running gets `cancel_requested` and stops at its next check. Cancelling a parent does this
+    /// for every unfinished child and marks the parent cancelled.
+    pub async fn cancel(&self, id: Uuid, reason: &str) -> Result<CancelOutcome, StoreError> {
+        let row = self.get_row(id).await?;
+        let status = JobStatus::parse(&row.status).unwrap_or(JobStatus::Queued);
+        if status.is_terminal() {
+            return Err(StoreError::Conflict(format!(
+                "job {id} is already {status} and cannot be cancelled"
+            )));
+        }
+        let backend = self.db.get_database_backend();
+        let now = Utc::now();
+        let txn = self.db.begin().await?;
+        let mut events = Vec::new();
+        let mut stop_requested = 0;
+        for target in [Target::Children, Target::Itself] {
+            let scope = match target {
+                Target::Children => "parent_id = ?",
+                Target::Itself => "id = ?",
+            };
+            // Nobody holds these: cancel them now.
+            let cancelled = txn
+                .query_all(sql(
+                    backend,
+                    &format!(
+                        "UPDATE jobs SET status = 'cancelled', error = ?, finished_at = ?, \
+                         updated_at = ?, cancel_requested = ? WHERE {scope} AND \
+                         (status IN ('queued', 'retrying') OR (status = 'running' AND lease_owner IS NULL)) \
+                         RETURNING id, attempts"
+                    ),
+                    vec![
+                        reason.into(),
+                        now.into(),
+                        now.into(),
+                        true.into(),
+                        id.into(),
+                    ],
+                ))
+                .await?;
+            for r in &cancelled {
+                let job: Uuid = r.try_get("", "id")?;
+                let attempt: i32 = r.try_get("", "attempts")?;
+                events.push(event(
+                    job,
+                    now,
+                    JobStatus::Cancelled.as_str(),
+                    attempt,
+                    Some(reason.to_string()),
+                ));
+            }
+            // A worker holds these: ask it to stop.
+            let res = txn
+                .execute(sql(
+                    backend,
+                    &format!(
+                        "UPDATE jobs SET cancel_requested = ?, updated_at = ? WHERE {scope} \
+                         AND status = 'running' AND lease_owner IS NOT NULL"
+                    ),
+                    vec![true.into(), now.into(), id.into()],
+                ))
+                .await?;
+            stop_requested += res.rows_affected();
+        }
+        insert_events(&txn, events).await?;
+        txn.commit().await?;
+        let status = JobStatus::parse(&self.get_row(id).await?.status).unwrap_or(status);
+        Ok(CancelOutcome {
+            status,
+            stop_requested,
+        })
+    }
+
+    /// Retries a finished job. A job with children re-runs only its failed, dead and cancelled
+    /// children and waits for them again; a job without children runs again from attempt 1.
+    pub async fn retry(&self, id: Uuid) -> Result<RetryOutcome, StoreError> {
+        let row = self.get_row(id).await?;
+        let status = JobStatus::parse(&row.status).unwrap_or(JobStatus::Queued);
+        if !matches!(
+            status,
+            JobStatus::Failed | JobStatus::Dead | JobStatus::Cancelled
+        ) {
+            return Err(StoreError::Conflict(format!(
+                "job {id} is {status}; only failed, dead or cancelled jobs can be retried"
+            )));
+        }
+        let backend = self.db.get_database_backend();
+        let now = Utc::now();
+        let txn = self.db.begin().await?;
+        let reset = "status = 'queued', attempts = 0, error = NULL, finished_at = NULL, \
+                     next_run_at = NULL, published = ?, cancel_requested = ?, checkpoint = NULL, \
+                     lease_owner = NULL, lease_expires_at = NULL, updated_at = ?";
+        let children = txn
+            .query_all(sql(
+                backend,
+                &format!(
+                    "UPDATE jobs SET {reset} WHERE parent_id = ? \
+                     AND status IN ('failed', 'dead', 'cancelled') RETURNING id, family"
+                ),
+                vec![false.into(), false.into(), now.into(), id.into()],
+            ))
+            .await?;
+        let mut requeued = Vec::new();
+        let mut events = Vec::new();
+        let retried = Some("retried on request".to_string());
+        for r in &children {
+            let child: Uuid = r.try_get("", "id")?;
+            let family: String = r.try_get("", "family")?;
+            events.push(event(child, now, "queued", 0, retried.clone()));
+            if let Some(f) = Family::parse(&family) {
+                requeued.push((f, child));
+            }
+        }
+        let has_children = txn
+            .query_one(sql(
+                backend,
+                "SELECT COUNT(*) AS n FROM jobs WHERE parent_id = ?",
+                vec![id.into()],
+            ))
+            .await?
+            .map(|r| r.try_get::<i64>("", "n"))
+            .transpose()?
+            .unwrap_or(0)
+            > 0;
+        if has_children {
+            // The parent waits for its children again (parked, no worker holds it).
+            txn.execute(sql(
+                backend,
+                "UPDATE jobs SET status = 'running', error = NULL, finished_at = NULL, \
+                 cancel_requested = ?, next_run_at = NULL, lease_owner = NULL, \
+                 lease_expires_at = NULL, updated_at = ? WHERE id = ?",
+                vec![false.into(), now.into(), id.into()],
+            ))
+            .await?;
+            events.push(event(id, now, "running", row.attempts, retried));
+        } else {
+            txn.execute(sql(
+                backend,
+                &format!("UPDATE jobs SET {reset} WHERE id = ?"),
+                vec![false.into(), false.into(), now.into(), id.into()],
+            ))
+            .await?;
+            events.push(event(id, now, "queued", 0, retried));
+            if let Some(f) = Family::parse(&row.family) {
+                requeued.push((f, id));
+            }
+        }
+        insert_events(&txn, events).await?;
+        txn.commit().await?;
+        Ok(RetryOutcome { requeued })
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Target {
+    Children,
+    Itself,
+}

@@ -1,0 +1,161 @@
+//! The job store: every read and write of `jobs` and `job_events`. The database row is the truth
+//! about a job; every status change is a conditional update (so a stale worker or a duplicate
+//! message cannot undo another's work) and is recorded as an event in the same transaction.
+
+mod control;
+mod create;
+mod lifecycle;
+mod query;
+mod recovery;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, EntityTrait, Statement, Value,
+};
+use uuid::Uuid;
+
+use labfleet_entities::job_event;
+
+pub use control::{CancelOutcome, RetryOutcome};
+pub use create::{CreateOutcome, IdempotencyClaim, NewJob};
+pub use lifecycle::{Claimed, Completion, Outcome};
+pub use query::{JobDetail, JobEventView, JobFilter, JobSummary, Progress};
+pub use recovery::Republish;
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or the query failed.
+    #[error("database error: {0}")]
+    Db(#[from] DbErr),
+    /// No job has that id.
+    #[error("job {0} not found")]
+    NotFound(Uuid),
+    /// The job's state does not allow the operation.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl StoreError {
+    /// True when the database itself is unreachable (the API answers 503, workers wait).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Db(e) => is_connection_error(e),
+            _ => false,
+        }
+    }
+}
+
+/// True when a database error means "cannot reach the database" rather than "bad query".
+pub fn is_connection_error(e: &DbErr) -> bool {
+    match e {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(err) | DbErr::Query(err) => {
+            let text = err.to_string().to_ascii_lowercase();
+            [
+                "connection",
+                "pool timed out",
+                "broken pipe",
+                "io error",
+                "closed",
+            ]
+            .iter()
+            .any(|needle| text.contains(needle))
+        }
+        _ => false,
+    }
+}
+
+/// Access to jobs. Cheap to clone (it shares the pool).
+#[derive(Clone)]
+pub struct JobStore {
+    db: DatabaseConnection,
+}
+
+impl JobStore {
+    /// A store on an open, migrated database.
+    pub fn new(db: DatabaseConnection) -> Self {
+        JobStore { db }
+    }
+
+    /// The underlying connection pool.
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Runs a trivial query (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.db.ping().await.map_err(StoreError::from)
+    }
+}
+
+/// Builds a statement from SQL written with `?` placeholders, numbering them for PostgreSQL.
+pub(crate) fn sql(backend: DatabaseBackend, text: &str, values: Vec<Value>) -> Statement {
+    let text = if backend == DatabaseBackend::Postgres {
+        let mut out = String::with_capacity(text.len() + 16);
+        let mut n = 0;
+        for ch in text.chars() {
+            if ch == '?' {
+                n += 1;
+                out.push('$');
+                out.push_str(&n.to_string());
+            } else {
+                out.push(ch);
+            }
+        }
+        out
+    } else {
+        text.to_string()
+    };
+    Statement::from_sql_and_values(backend, text, values)
+}
+
+/// `?, ?, ?` for `n` values.
+pub(crate) fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+/// A timeline entry to write.
+pub(crate) fn event(
+    job_id: Uuid,
+    at: DateTime<Utc>,
+    status: &str,
+    attempt: i32,
+    message: Option<String>,
+) -> job_event::ActiveModel {
+    use sea_orm::ActiveValue::{NotSet, Set};
+    job_event::ActiveModel {
+        id: NotSet,
+        job_id: Set(job_id),
+        at: Set(at),
+        status: Set(status.to_string()),
+        attempt: Set(attempt),
+        message: Set(message),
+    }
+}
+
+/// Writes timeline entries in one statement.
+pub(crate) async fn insert_events<C: ConnectionTrait>(
+    conn: &C,
+    events: Vec<job_event::ActiveModel>,
+) -> Result<(), DbErr> {
+    for chunk in events.chunks(1_000) {
+        job_event::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_for_postgres_only() {
+        let pg = sql(DatabaseBackend::Postgres, "a = ? AND b IN (?, ?)", vec![]);
+        assert_eq!(pg.sql, "a = $1 AND b IN ($2, $3)");
+        let lite = sql(DatabaseBackend::Sqlite, "a = ?", vec![]);
+        assert_eq!(lite.sql, "a = ?");
+    }
+}

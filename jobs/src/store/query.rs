@@ -1,0 +1,270 @@
+//! Reading jobs for the API: one job with its progress, timeline and a page of children, and
+//! filtered lists. Progress of a parent is derived from its children on every read (one grouped
+//! count over an index), so it is exact at every poll.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde::Serialize;
+use uuid::Uuid;
+
+use labfleet_entities::{job, job_event};
+
+use super::{sql, JobStore, StoreError};
+use crate::status::JobStatus;
+
+/// Counts of a job's work by state. For a job without children it describes the job itself.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Progress {
+    /// All units of work.
+    pub total: i64,
+    /// Finished successfully.
+    pub succeeded: i64,
+    /// Finished failed or dead.
+    pub failed: i64,
+    /// Cancelled.
+    pub cancelled: i64,
+    /// Running now.
+    pub running: i64,
+    /// Waiting: queued or retrying.
+    pub queued: i64,
+    /// Finished share, 0–100.
+    pub percent: f64,
+}
+
+impl Progress {
+    fn from_counts(counts: &[(JobStatus, i64)]) -> Progress {
+        let mut p = Progress::default();
+        for (status, n) in counts {
+            p.total += n;
+            match status {
+                JobStatus::Succeeded => p.succeeded += n,
+                JobStatus::Failed | JobStatus::Dead => p.failed += n,
+                JobStatus::Cancelled => p.cancelled += n,
+                JobStatus::Running => p.running += n,
+                JobStatus::Queued | JobStatus::Retrying => p.queued += n,
+            }
+        }
+        if p.total > 0 {
+            let done = (p.succeeded + p.failed + p.cancelled) as f64;
+            p.percent = (done * 1000.0 / p.total as f64).round() / 10.0;
+        }
+        p
+    }
+}
+
+/// A job as listed.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct JobSummary {
+    /// Its id.
+    pub id: Uuid,
+    /// Its kind.
+    pub kind: String,
+    /// Its status.
+    pub status: JobStatus,
+    /// Its parent, for a child.
+    pub parent_id: Option<Uuid>,
+    /// Attempts made so far.
+    pub attempts: i32,
+    /// Attempts it gets.
+    pub max_attempts: i32,
+    /// The last error, if any.
+    pub error: Option<String>,
+    /// Who created it.
+    pub created_by: String,
+    /// When it was accepted.
+    pub created_at: DateTime<Utc>,
+    /// When its first attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// One timeline entry.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct JobEventView {
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// The status entered.
+    pub status: String,
+    /// The attempt it belongs to.
+    pub attempt: i32,
+    /// Details (an error, the next attempt's time).
+    pub message: Option<String>,
+}
+
+/// A job with everything `GET /api/jobs/{id}` shows.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct JobDetail {
+    /// The job itself.
+    #[serde(flatten)]
+    pub summary: JobSummary,
+    /// Its arguments.
+    #[schema(value_type = Object)]
+    pub args: serde_json::Value,
+    /// Its result, when it produced one.
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<serde_json::Value>,
+    /// Work counts (of its children, or of itself).
+    pub progress: Progress,
+    /// The timeline, oldest first.
+    pub events: Vec<JobEventView>,
+    /// One page of children.
+    pub children: Vec<JobSummary>,
+}
+
+/// Filters of `GET /api/jobs`.
+#[derive(Clone, Debug, Default)]
+pub struct JobFilter {
+    /// Only jobs in this status.
+    pub status: Option<JobStatus>,
+    /// Only jobs of this kind.
+    pub kind: Option<String>,
+    /// Only children of this job.
+    pub parent: Option<Uuid>,
+    /// Only jobs created by this caller.
+    pub created_by: Option<String>,
+    /// Page size.
+    pub limit: u64,
+    /// Rows to skip.
+    pub offset: u64,
+}
+
+impl JobStore {
+    /// Counts a parent's children by status.
+    pub async fn child_counts(&self, parent: Uuid) -> Result<Vec<(JobStatus, i64)>, StoreError> {
+        let backend = self.db.get_database_backend();
+        let rows = self
+            .db
+            .query_all(sql(
+                backend,
+                "SELECT status, COUNT(*) AS n FROM jobs WHERE parent_id = ? GROUP BY status",
+                vec![parent.into()],
+            ))
+            .await?;
+        let mut counts = Vec::with_capacity(rows.len());
+        for row in rows {
+            let status: String = row.try_get("", "status")?;
+            let n: i64 = row.try_get("", "n")?;
+            if let Some(st) = JobStatus::parse(&status) {
+                counts.push((st, n));
+            }
+        }
+        Ok(counts)
+    }
+
+    /// One job's row.
+    pub async fn get_row(&self, id: Uuid) -> Result<job::Model, StoreError> {
+        job::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .ok_or(StoreError::NotFound(id))
+    }
+
+    /// One job with progress, timeline and a page of children.
+    pub async fn get(
+        &self,
+        id: Uuid,
+        children_limit: u64,
+        children_offset: u64,
+    ) -> Result<JobDetail, StoreError> {
+        let row = self.get_row(id).await?;
+        let counts = self.child_counts(id).await?;
+        let progress = if counts.is_empty() {
+            let status = JobStatus::parse(&row.status).unwrap_or(JobStatus::Queued);
+            Progress::from_counts(&[(status, 1)])
+        } else {
+            Progress::from_counts(&counts)
+        };
+        let events = job_event::Entity::find()
+            .filter(job_event::Column::JobId.eq(id))
+            .order_by_asc(job_event::Column::Id)
+            .limit(1_000)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|e| JobEventView {
+                at: e.at,
+                status: e.status,
+                attempt: e.attempt,
+                message: e.message,
+            })
+            .collect();
+        let children = if counts.is_empty() {
+            Vec::new()
+        } else {
+            self.list(&JobFilter {
+                parent: Some(id),
+                limit: children_limit,
+                offset: children_offset,
+                ..Default::default()
+            })
+            .await?
+        };
+        Ok(JobDetail {
+            args: row.payload.clone(),
+            result: row.result.clone(),
+            summary: summary(row),
+            progress,
+            events,
+            children,
+        })
+    }
+
+    /// Jobs matching a filter; newest first, except children, which are listed in creation order.
+    pub async fn list(&self, filter: &JobFilter) -> Result<Vec<JobSummary>, StoreError> {
+        let mut q = job::Entity::find();
+        if let Some(st) = filter.status {
+            q = q.filter(job::Column::Status.eq(st.as_str()));
+        }
+        if let Some(kind) = &filter.kind {
+            q = q.filter(job::Column::Kind.eq(kind.as_str()));
+        }
+        if let Some(owner) = &filter.created_by {
+            q = q.filter(job::Column::CreatedBy.eq(owner.as_str()));
+        }
+        q = match filter.parent {
+            Some(parent) => q
+                .filter(job::Column::ParentId.eq(parent))
+                .order_by_asc(job::Column::Id),
+            None => q.order_by_desc(job::Column::Id),
+        };
+        let rows = q
+            .limit(filter.limit)
+            .offset(filter.offset)
+            .all(&self.db)
+            .await?;
+        Ok(rows.into_iter().map(summary).collect())
+    }
+}
+
+fn summary(row: job::Model) -> JobSummary {
+    JobSummary {
+        id: row.id,
+        status: JobStatus::parse(&row.status).unwrap_or(JobStatus::Queued),
+        kind: row.kind,
+        parent_id: row.parent_id,
+        attempts: row.attempts,
+        max_attempts: row.max_attempts,
+        error: row.error,
+        created_by: row.created_by,
+        created_at: row.created_at,
+        started_at: row.started_at,
+        finished_at: row.finished_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_counts_dead_as_failed_and_retrying_as_queued() {
+        let p = Progress::from_counts(&[
+            (JobStatus::Succeeded, 2),
+            (JobStatus::Dead, 1),
+            (JobStatus::Retrying, 1),
+        ]);
+        assert_eq!((p.total, p.succeeded, p.failed, p.queued), (4, 2, 1, 1));
+        assert_eq!(p.percent, 75.0);
+    }
+}

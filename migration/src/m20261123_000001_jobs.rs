@@ -1,0 +1,280 @@
+//! Jobs, their timeline of events, idempotency keys and the diagnostic job's effects.
+
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+#[derive(DeriveIden)]
+enum Jobs {
+    Table,
+    Id,
+    Kind,
+    Family,
+    Payload,
+    Status,
+    ParentId,
+    CreatedBy,
+    Attempts,
+    MaxAttempts,
+    LeaseOwner,
+    LeaseExpiresAt,
+    NextRunAt,
+    Published,
+    CancelRequested,
+    Error,
+    Checkpoint,
+    Result,
+    CreatedAt,
+    StartedAt,
+    FinishedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum JobEvents {
+    Table,
+    Id,
+    JobId,
+    At,
+    Status,
+    Attempt,
+    Message,
+}
+
+#[derive(DeriveIden)]
+enum IdempotencyKeys {
+    Table,
+    Caller,
+    Key,
+    RequestHash,
+    JobId,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum NoopEffects {
+    Table,
+    JobId,
+    Applications,
+    AppliedAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Jobs::Table)
+                    .col(ColumnDef::new(Jobs::Id).uuid().not_null().primary_key())
+                    .col(ColumnDef::new(Jobs::Kind).string_len(64).not_null())
+                    .col(ColumnDef::new(Jobs::Family).string_len(32).not_null())
+                    .col(ColumnDef::new(Jobs::Payload).json().not_null())
+                    .col(ColumnDef::new(Jobs::Status).string_len(16).not_null())
+                    .col(ColumnDef::new(Jobs::ParentId).uuid().null())
+                    .col(ColumnDef::new(Jobs::CreatedBy).string_len(128).not_null())
+                    .col(
+                        ColumnDef::new(Jobs::Attempts)
+                            .integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(ColumnDef::new(Jobs::MaxAttempts).integer().not_null())
+                    .col(ColumnDef::new(Jobs::LeaseOwner).string_len(128).null())
+                    .col(
+                        ColumnDef::new(Jobs::LeaseExpiresAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(Jobs::NextRunAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(Jobs::Published)
+                            .boolean()
+                            .not_null()
+                            .default(false),
+                    )
+                    .col(
+                        ColumnDef::new(Jobs::CancelRequested)
+                            .boolean()
+                            .not_null()
+                            .default(false),
+                    )
+                    .col(ColumnDef::new(Jobs::Error).text().null())
+                    .col(ColumnDef::new(Jobs::Checkpoint).json().null())
+                    .col(ColumnDef::new(Jobs::Result).json().null())
+                    .col(
+                        ColumnDef::new(Jobs::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Jobs::StartedAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(Jobs::FinishedAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(Jobs::UpdatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        // Progress of a parent is derived from its children at read time.
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_jobs_parent_status")
+                    .table(Jobs::Table)
+                    .col(Jobs::ParentId)
+                    .col(Jobs::Status)
+                    .to_owned(),
+            )
+            .await?;
+        // The recovery sweeps and list filters look jobs up by status.
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_jobs_status_next_run")
+                    .table(Jobs::Table)
+                    .col(Jobs::Status)
+                    .col(Jobs::NextRunAt)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_jobs_lease_owner")
+                    .table(Jobs::Table)
+                    .col(Jobs::LeaseOwner)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_jobs_created_at")
+                    .table(Jobs::Table)
+                    .col(Jobs::CreatedAt)
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(JobEvents::Table)
+                    .col(
+                        ColumnDef::new(JobEvents::Id)
+                            .big_integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(JobEvents::JobId).uuid().not_null())
+                    .col(
+                        ColumnDef::new(JobEvents::At)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(JobEvents::Status).string_len(16).not_null())
+                    .col(ColumnDef::new(JobEvents::Attempt).integer().not_null())
+                    .col(ColumnDef::new(JobEvents::Message).text().null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_job_events_job")
+                    .table(JobEvents::Table)
+                    .col(JobEvents::JobId)
+                    .col(JobEvents::Id)
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(IdempotencyKeys::Table)
+                    .col(
+                        ColumnDef::new(IdempotencyKeys::Caller)
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(IdempotencyKeys::Key)
+                            .string_len(255)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(IdempotencyKeys::RequestHash)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(IdempotencyKeys::JobId).uuid().not_null())
+                    .col(
+                        ColumnDef::new(IdempotencyKeys::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .primary_key(
+                        Index::create()
+                            .col(IdempotencyKeys::Caller)
+                            .col(IdempotencyKeys::Key),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(NoopEffects::Table)
+                    .col(
+                        ColumnDef::new(NoopEffects::JobId)
+                            .uuid()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(NoopEffects::Applications)
+                            .integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(NoopEffects::AppliedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            NoopEffects::Table.into_iden(),
+            IdempotencyKeys::Table.into_iden(),
+            JobEvents::Table.into_iden(),
+            Jobs::Table.into_iden(),
+        ] {
+            manager
+                .drop_table(Table::drop().table(table).to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}

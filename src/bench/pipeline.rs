@@ -1,0 +1,236 @@
+//! The job pipeline benchmark: N no-op jobs submitted in batches (the way a class deploy fans out),
+//! run by K worker processes, timed from the first submit until the last job succeeded. Runs over
+//! RabbitMQ + PostgreSQL (a scratch database and queue prefix, removed afterwards) and over the
+//! embedded default (SQLite + in-process queue).
+
+use std::{
+    process::Stdio,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use labfleet_jobs::{
+    db,
+    queue::{MemoryQueue, RabbitQueue},
+    store::NewJob,
+    JobSpec, JobStore, NoopArgs, Publisher, Queue, Settings,
+};
+use sea_orm::{ConnectionTrait, Database};
+
+/// Which setups to measure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Setup {
+    /// RabbitMQ + PostgreSQL with separate worker processes.
+    Rabbit,
+    /// SQLite + in-process queue, worker in this process.
+    Embedded,
+    /// Both, one after the other.
+    Both,
+}
+
+/// Options of `labfleet bench pipeline`.
+#[derive(Args, Debug)]
+pub struct PipelineArgs {
+    /// Jobs to run.
+    #[arg(long, default_value_t = 20_000)]
+    jobs: usize,
+    /// Worker processes (RabbitMQ setup).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Jobs created and published per batch.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Setups to measure.
+    #[arg(long, value_enum, default_value_t = Setup::Both)]
+    setup: Setup,
+    /// PostgreSQL server (a scratch database is created on it).
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    postgres_url: String,
+    /// RabbitMQ server.
+    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    amqp_url: String,
+}
+
+/// Reference figures on this kind of machine, from the foundation issue: a Celery 5.7 worker with
+/// acks_late, publish confirms and a PostgreSQL result backend.
+const CELERY_JOBS_PER_SEC: f64 = 120.0;
+const TARGET_JOBS_PER_SEC: f64 = 1_000.0;
+
+pub async fn run(args: PipelineArgs, base: Settings) -> anyhow::Result<()> {
+    if matches!(args.setup, Setup::Rabbit | Setup::Both) {
+        let rate = rabbit_postgres(&args, base.clone()).await?;
+        report("RabbitMQ + PostgreSQL", &args, args.workers, rate);
+    }
+    if matches!(args.setup, Setup::Embedded | Setup::Both) {
+        let rate = embedded(&args, base).await?;
+        report("embedded (SQLite + in-process queue)", &args, 1, rate);
+    }
+    Ok(())
+}
+
+fn report(name: &str, args: &PipelineArgs, workers: usize, (secs, rate): (f64, f64)) {
+    println!(
+        "pipeline [{name}]: {} noop jobs, {workers} worker process(es), batches of {}: {secs:.2} s, {rate:.0} jobs/s \
+         ({:.2}x the 1,000 jobs/s target, {:.1}x Celery's ~120 jobs/s reference)",
+        args.jobs,
+        args.batch,
+        rate / TARGET_JOBS_PER_SEC / workers as f64,
+        rate / CELERY_JOBS_PER_SEC,
+    );
+}
+
+async fn rabbit_postgres(
+    args: &PipelineArgs,
+    mut settings: Settings,
+) -> anyhow::Result<(f64, f64)> {
+    let suffix = hex::encode(rand::random::<[u8; 4]>());
+    let db_name = format!("labfleet_bench_{suffix}");
+    let admin = Database::connect(&args.postgres_url)
+        .await
+        .context("cannot reach PostgreSQL")?;
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {db_name}"))
+        .await?;
+    let db_url = replace_db_name(&args.postgres_url, &db_name);
+    settings.database_url = Some(db_url.clone());
+    settings.amqp_url = Some(args.amqp_url.clone());
+    settings.queue_prefix = format!("bench-{suffix}");
+    settings.queue_expires_ms = Some(600_000);
+
+    let result = async {
+        let conn = db::connect(&settings).await?;
+        db::migrate(&conn).await?;
+        let store = JobStore::new(conn);
+        let queue = Queue::Rabbit(RabbitQueue::new(
+            args.amqp_url.clone(),
+            settings.queue_prefix.clone(),
+            settings.queue_expires_ms,
+        ));
+        let (publisher, _marker) = Publisher::start(queue, store.clone());
+        let exe = std::env::current_exe()?;
+        let mut children = Vec::new();
+        for _ in 0..args.workers {
+            let child = tokio::process::Command::new(&exe)
+                .arg("worker")
+                .env("DATABASE_URL", &db_url)
+                .env("AMQP_URL", &args.amqp_url)
+                .env("LABFLEET_QUEUE_PREFIX", &settings.queue_prefix)
+                .env("LABFLEET_QUEUE_EXPIRES_MS", "600000")
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .context("cannot start a worker process")?;
+            children.push(child);
+        }
+        let measured = drive(args, &store, &publisher).await;
+        for mut child in children {
+            let _ = child.kill().await;
+        }
+        measured
+    }
+    .await;
+    // Let the pool close before dropping the scratch database.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = admin
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
+        .await;
+    result
+}
+
+async fn embedded(args: &PipelineArgs, mut settings: Settings) -> anyhow::Result<(f64, f64)> {
+    let dir = std::env::temp_dir().join(format!(
+        "labfleet-bench-{}",
+        hex::encode(rand::random::<[u8; 4]>())
+    ));
+    settings.database_url = None;
+    settings.amqp_url = None;
+    settings.data_dir = dir.clone();
+    let result = async {
+        let conn = db::connect(&settings).await?;
+        db::migrate(&conn).await?;
+        let store = JobStore::new(conn);
+        let (publisher, _marker) =
+            Publisher::start(Queue::Memory(MemoryQueue::new()), store.clone());
+        let worker =
+            labfleet_worker::Worker::new(store.clone(), publisher.clone(), settings.clone());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(worker.run_until_stopped(stop.clone().cancelled_owned()));
+        let measured = drive(args, &store, &publisher).await;
+        stop.cancel();
+        let _ = task.await;
+        measured
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// Submits every job in batches and waits until all succeeded; returns (seconds, jobs/s).
+async fn drive(
+    args: &PipelineArgs,
+    store: &JobStore,
+    publisher: &Publisher,
+) -> anyhow::Result<(f64, f64)> {
+    let started = Instant::now();
+    let submitter = {
+        let store = store.clone();
+        let publisher = publisher.clone();
+        let (jobs, batch) = (args.jobs, args.batch.max(1));
+        tokio::spawn(async move {
+            let new = NewJob {
+                spec: JobSpec::Noop(NoopArgs::default()),
+                parent_id: None,
+                created_by: "bench".into(),
+                max_attempts: 3,
+            };
+            let mut left = jobs;
+            while left > 0 {
+                let n = left.min(batch);
+                let ids = store.create(&vec![new.clone(); n]).await?;
+                publisher.publish(labfleet_jobs::Family::Diag, &ids).await?;
+                left -= n;
+            }
+            anyhow::Ok(())
+        })
+    };
+    let deadline = started + Duration::from_secs(600);
+    let db = Arc::new(store.db().clone());
+    loop {
+        let done = db
+            .query_one(sea_orm::Statement::from_string(
+                db.get_database_backend(),
+                "SELECT COUNT(*) AS n FROM jobs WHERE status = 'succeeded'",
+            ))
+            .await?
+            .map(|r| r.try_get::<i64>("", "n"))
+            .transpose()?
+            .unwrap_or(0);
+        if done as usize >= args.jobs {
+            break;
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "only {done} of {} jobs succeeded within 10 minutes",
+                args.jobs
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    submitter.await??;
+    let secs = started.elapsed().as_secs_f64();
+    Ok((secs, args.jobs as f64 / secs))
+}
+
+fn replace_db_name(url: &str, db: &str) -> String {
+    match url.rfind('/') {
+        Some(i) if i > "postgres://".len() => {
+            let (base, rest) = url.split_at(i);
+            let query = rest.find('?').map(|q| &rest[q..]).unwrap_or("");
+            format!("{base}/{db}{query}")
+        }
+        _ => format!("{url}/{db}"),
+    }
+}

@@ -1,0 +1,4 @@
+//! Subcommands that run parts of the system.
+
+pub mod serve;
+pub mod services;

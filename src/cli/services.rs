@@ -1,0 +1,74 @@
+//! `labfleet api|worker|scheduler|migrate`: one part of the system per process, for scaling out
+//! with RabbitMQ and PostgreSQL.
+
+use anyhow::Context;
+use labfleet_jobs::Settings;
+
+use crate::{components::Components, shutdown};
+
+fn warn_if_embedded(settings: &Settings, what: &str) {
+    if settings.amqp_url.is_none() {
+        tracing::warn!("`labfleet {what}` without AMQP_URL uses an in-process queue that no other process shares; use `labfleet serve` for a single process");
+    }
+}
+
+/// The HTTP API alone.
+pub async fn api(settings: Settings) -> anyhow::Result<()> {
+    warn_if_embedded(&settings, "api");
+    if settings.admin_token.is_none() {
+        tracing::warn!("LABFLEET_ADMIN_TOKEN is not set: every API request will be refused");
+    }
+    let parts = Components::build(settings).await?;
+    let stop = shutdown::on_signal();
+    let app = labfleet_api::Application::build(
+        parts.settings.clone(),
+        parts.store.clone(),
+        parts.publisher.clone(),
+    )
+    .await
+    .with_context(|| format!("cannot listen on {}", parts.settings.bind))?;
+    tracing::info!(addr = %app.local_addr()?, "API listening");
+    app.run_until_stopped(stop.cancelled_owned()).await?;
+    Ok(())
+}
+
+/// A worker alone.
+pub async fn worker(settings: Settings) -> anyhow::Result<()> {
+    warn_if_embedded(&settings, "worker");
+    let parts = Components::build(settings).await?;
+    let stop = shutdown::on_signal();
+    let worker = labfleet_worker::Worker::new(
+        parts.store.clone(),
+        parts.publisher.clone(),
+        (*parts.settings).clone(),
+    );
+    parts.republish_if_in_process().await?;
+    worker.run_until_stopped(stop.cancelled_owned()).await;
+    Ok(())
+}
+
+/// The scheduler alone.
+pub async fn scheduler(settings: Settings) -> anyhow::Result<()> {
+    let parts = Components::build(settings).await?;
+    let stop = shutdown::on_signal();
+    labfleet_scheduler::run_until_stopped(
+        &parts.settings,
+        parts.store.clone(),
+        parts.publisher.clone(),
+        stop.cancelled_owned(),
+    )
+    .await;
+    Ok(())
+}
+
+/// Migrates and exits.
+pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
+    let db = labfleet_jobs::db::connect(&settings)
+        .await
+        .context("cannot open the database")?;
+    labfleet_jobs::db::migrate(&db)
+        .await
+        .context("cannot migrate the database")?;
+    println!("database schema is up to date");
+    Ok(())
+}

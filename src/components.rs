@@ -1,0 +1,62 @@
+//! Building the shared parts of a process from settings: database (migrated), queue transport,
+//! job store and publisher.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use labfleet_jobs::{
+    db,
+    queue::{MemoryQueue, RabbitQueue},
+    JobStore, Publisher, Queue, Settings,
+};
+
+/// The parts every labfleet service is built from.
+pub struct Components {
+    pub settings: Arc<Settings>,
+    pub store: JobStore,
+    pub publisher: Publisher,
+}
+
+impl Components {
+    /// Connects, migrates and wires the transport chosen by the settings.
+    pub async fn build(settings: Settings) -> anyhow::Result<Components> {
+        let url_kind = if settings.database_url.is_some() {
+            "configured database"
+        } else {
+            "embedded SQLite database"
+        };
+        let db = db::connect(&settings)
+            .await
+            .with_context(|| format!("cannot open the {url_kind}"))?;
+        db::migrate(&db)
+            .await
+            .context("cannot migrate the database")?;
+        let queue = match &settings.amqp_url {
+            Some(url) => Queue::Rabbit(RabbitQueue::new(
+                url.clone(),
+                settings.queue_prefix.clone(),
+                settings.queue_expires_ms,
+            )),
+            None => Queue::Memory(MemoryQueue::new()),
+        };
+        let store = JobStore::new(db);
+        let (publisher, _marker) = Publisher::start(queue, store.clone());
+        Ok(Components {
+            settings: Arc::new(settings),
+            store,
+            publisher,
+        })
+    }
+
+    /// The in-process queue forgets its messages with the process: send every waiting job again.
+    pub async fn republish_if_in_process(&self) -> anyhow::Result<()> {
+        if self.publisher.queue().is_in_process() {
+            let waiting = self.store.all_waiting().await?;
+            let n = self.publisher.republish(&waiting).await;
+            if n > 0 {
+                tracing::info!(jobs = n, "requeued waiting jobs from the database");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,324 @@
+//! `spawn_app()`: the whole system in-process (API on port 0, worker, scheduler) on a fresh
+//! database and queue prefix, plus helpers that speak to its API.
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use labfleet_jobs::{
+    db,
+    queue::{MemoryQueue, RabbitQueue},
+    JobStore, Publisher, Queue, Settings,
+};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
+use secrecy::SecretString;
+use serde_json::Value;
+use tokio::{sync::OnceCell, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const TOKEN: &str = "test-admin-token";
+
+/// Which infrastructure a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite file + in-process queue.
+    Embedded,
+    /// PostgreSQL + RabbitMQ on loopback.
+    Real,
+}
+
+/// A running system under test.
+#[allow(dead_code)] // fields used by some test modules only
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    pub store: JobStore,
+    pub settings: Settings,
+    pub queue: Queue,
+    pub database_url: String,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    db_name: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+/// Settings every test starts from: short intervals so recovery happens within a test.
+pub fn test_settings(dir: &std::path::Path) -> Settings {
+    let mut s = Settings {
+        bind: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: dir.to_path_buf(),
+        admin_token: Some(SecretString::from(TOKEN)),
+        queue_prefix: format!("it-{}", hex_id()),
+        queue_expires_ms: Some(120_000),
+        ..Settings::default()
+    };
+    s.retry.initial_delay_ms = 50;
+    s.retry.max_delay_ms = 500;
+    s.scheduler.sweep_interval_ms = 200;
+    s.scheduler.unpublished_grace_ms = 300;
+    s.worker.lease_secs = 3;
+    s.worker.shutdown_grace_secs = 2;
+    s.database.acquire_timeout_ms = 1_500;
+    s
+}
+
+pub fn hex_id() -> String {
+    format!("{:08x}", rand::random::<u32>())
+}
+
+/// Starts the system on `backend` with settings adjusted by `tweak`.
+pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = test_settings(dir.path());
+    let mut db_name = None;
+    if backend == Backend::Real {
+        let name = fresh_pg_database().await;
+        settings.database_url = Some(pg_url(&name));
+        settings.amqp_url = Some(AMQP_URL.into());
+        db_name = Some(name);
+    }
+    tweak(&mut settings);
+    let database_url = settings.effective_database_url();
+    let conn = db::connect(&settings).await.expect("connect");
+    db::migrate(&conn).await.expect("migrate");
+    let store = JobStore::new(conn);
+    let queue = match &settings.amqp_url {
+        Some(url) => Queue::Rabbit(RabbitQueue::new(
+            url.clone(),
+            settings.queue_prefix.clone(),
+            settings.queue_expires_ms,
+        )),
+        None => Queue::Memory(MemoryQueue::new()),
+    };
+    let (publisher, _marker) = Publisher::start(queue.clone(), store.clone());
+    let stop = CancellationToken::new();
+    let shared = Arc::new(settings.clone());
+    let api = labfleet_api::Application::build(shared.clone(), store.clone(), publisher.clone())
+        .await
+        .expect("bind");
+    let addr = api.local_addr().expect("addr");
+    let mut tasks = Vec::new();
+    let s = stop.clone();
+    tasks.push(tokio::spawn(async move {
+        let _ = api.run_until_stopped(s.cancelled_owned()).await;
+    }));
+    let worker = labfleet_worker::Worker::new(store.clone(), publisher.clone(), settings.clone());
+    tasks.push(tokio::spawn(
+        worker.run_until_stopped(stop.clone().cancelled_owned()),
+    ));
+    let (st, pb, s) = (store.clone(), publisher.clone(), stop.clone());
+    tasks.push(tokio::spawn(async move {
+        labfleet_scheduler::run_until_stopped(&shared, st, pb, s.cancelled_owned()).await
+    }));
+    TestApp {
+        addr,
+        http: reqwest::Client::new(),
+        store,
+        settings,
+        queue,
+        database_url,
+        stop,
+        tasks,
+        db_name,
+        _dir: dir,
+    }
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends a request with the admin token; returns status and JSON body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// `POST /api/jobs` with a noop job; returns its id.
+    pub async fn submit_noop(&self, args: Value) -> Uuid {
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/jobs",
+                Some(serde_json::json!({"kind": "noop", "args": args})),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        body["job_id"]
+            .as_str()
+            .expect("job_id")
+            .parse()
+            .expect("uuid")
+    }
+
+    pub async fn job(&self, id: Uuid) -> Value {
+        let (status, body) = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/jobs/{id}?children_limit=1000"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Polls the job until `done` holds for it, or panics after `within`.
+    pub async fn wait_job(
+        &self,
+        id: Uuid,
+        within: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let job = self.job(id).await;
+            if done(&job) {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job did not reach the expected state in time: {job:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub async fn wait_status(&self, id: Uuid, status: &str, within: Duration) -> Value {
+        self.wait_job(id, within, |j| j["status"] == status).await
+    }
+
+    /// Stops the system, checks that its queues are empty, and drops its database.
+    pub async fn finish(self) {
+        self.stop.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        if let Queue::Rabbit(q) = &self.queue {
+            for family in labfleet_jobs::Family::ALL {
+                assert_eq!(
+                    q.depth(family).await.unwrap_or(0),
+                    0,
+                    "messages left in {family:?} queue"
+                );
+            }
+        }
+        drop(self.store);
+        if let Some(name) = self.db_name {
+            drop_pg_database(&name).await;
+        }
+    }
+}
+
+pub fn pg_url(db: &str) -> String {
+    format!("postgres://postgres@127.0.0.1:5432/{db}")
+}
+
+async fn admin_connection() -> DatabaseConnection {
+    let mut opts = ConnectOptions::new(PG_ADMIN_URL);
+    opts.max_connections(1).sqlx_logging(false);
+    Database::connect(opts)
+        .await
+        .expect("PostgreSQL on 127.0.0.1:5432")
+}
+
+/// A new database copied from a migrated template (made once per schema version, under an
+/// advisory lock so parallel test processes agree).
+pub async fn fresh_pg_database() -> String {
+    static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+    let template = TEMPLATE
+        .get_or_init(|| async {
+            use labfleet_migration::MigratorTrait;
+            let names: Vec<String> = labfleet_migration::Migrator::migrations()
+                .iter()
+                .map(|m| m.name().to_string())
+                .collect();
+            let digest = names
+                .join(",")
+                .bytes()
+                .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
+            let name = format!("labfleet_it_tpl_{digest:08x}");
+            let admin = admin_connection().await;
+            admin
+                .execute_unprepared("SELECT pg_advisory_lock(74616270)")
+                .await
+                .expect("lock");
+            let exists = admin
+                .query_one(sea_orm::Statement::from_string(
+                    sea_orm::DatabaseBackend::Postgres,
+                    format!("SELECT 1 AS one FROM pg_database WHERE datname = '{name}'"),
+                ))
+                .await
+                .expect("query")
+                .is_some();
+            if !exists {
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .expect("create template");
+                let tpl = Database::connect(pg_url(&name))
+                    .await
+                    .expect("connect template");
+                db::migrate(&tpl).await.expect("migrate template");
+                tpl.close().await.expect("close template");
+            }
+            admin
+                .execute_unprepared("SELECT pg_advisory_unlock(74616270)")
+                .await
+                .expect("unlock");
+            name
+        })
+        .await;
+    let name = format!("labfleet_it_{}", hex_id());
+    let admin = admin_connection().await;
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
+        .await
+        .expect("create test database");
+    name
+}
+
+pub async fn drop_pg_database(name: &str) {
+    let admin = admin_connection().await;
+    let _ = admin
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await;
+}
+
+/// Runs `f` once per backend.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() {
+                super::$body($crate::harness::Backend::Embedded).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn rabbitmq_postgres() {
+                super::$body($crate::harness::Backend::Real).await
+            }
+        }
+    };
+}

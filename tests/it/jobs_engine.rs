@@ -1,0 +1,271 @@
+//! The job engine end to end (API → queue → worker → DB → API) on both backends.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use crate::{
+    both_backends,
+    harness::{spawn_app, spawn_app_with, Backend},
+};
+
+const WITHIN: Duration = Duration::from_secs(30);
+
+both_backends!(noop_job_runs_to_succeeded, noop_job_runs_to_succeeded);
+async fn noop_job_runs_to_succeeded(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let id = app.submit_noop(json!({"duration_ms": 10})).await;
+    let job = app.wait_status(id, "succeeded", WITHIN).await;
+    assert_eq!(job["attempts"], 1);
+    assert_eq!(job["progress"]["total"], 1);
+    assert_eq!(job["progress"]["percent"], 100.0);
+    let timeline: Vec<&str> = job["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(timeline, ["queued", "running", "succeeded"]);
+    assert!(job["started_at"].is_string() && job["finished_at"].is_string());
+    app.finish().await;
+}
+
+both_backends!(
+    parent_progress_is_exact_at_every_poll,
+    parent_progress_is_exact_at_every_poll
+);
+async fn parent_progress_is_exact_at_every_poll(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let id = app
+        .submit_noop(json!({"children": 100, "child": {"duration_ms": 20, "effect": true}}))
+        .await;
+    let mut last_done = 0;
+    let mut polls = 0;
+    let job = loop {
+        let job = app.job(id).await;
+        let p = &job["progress"];
+        let parts = ["succeeded", "failed", "cancelled", "running", "queued"]
+            .iter()
+            .map(|k| p[k].as_i64().unwrap())
+            .sum::<i64>();
+        polls += 1;
+        if p["total"].as_i64().unwrap() == 100 {
+            assert_eq!(parts, 100, "progress parts must add up to the total: {p}");
+            let children = job["children"].as_array().unwrap();
+            let succeeded_children = children
+                .iter()
+                .filter(|c| c["status"] == "succeeded")
+                .count() as i64;
+            // The children listed were read after the counts: they can only be further along.
+            assert!(
+                succeeded_children >= p["succeeded"].as_i64().unwrap(),
+                "{p}"
+            );
+            let done = p["succeeded"].as_i64().unwrap();
+            assert!(
+                done >= last_done,
+                "progress went backwards: {done} < {last_done}"
+            );
+            last_done = done;
+        }
+        if job["status"] == "succeeded" {
+            break job;
+        }
+        assert!(polls < 2_000, "parent did not finish: {job:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(job["progress"]["succeeded"], 100);
+    assert_eq!(job["children"].as_array().unwrap().len(), 100);
+    // Every child applied its effect exactly once.
+    let effects = app
+        .store
+        .db()
+        .query_one(sea_orm::Statement::from_string(
+            app.store.db().get_database_backend(),
+            "SELECT COUNT(*) AS n, COALESCE(MAX(applications), 0) AS most FROM noop_effects",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(effects.try_get::<i64>("", "n").unwrap(), 100);
+    assert_eq!(effects.try_get::<i32>("", "most").unwrap(), 1);
+    app.finish().await;
+}
+
+use sea_orm::ConnectionTrait;
+
+both_backends!(
+    permanent_failure_ends_failed_after_one_attempt,
+    permanent_failure_ends_failed_after_one_attempt
+);
+async fn permanent_failure_ends_failed_after_one_attempt(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let id = app.submit_noop(json!({"fail_permanently": true})).await;
+    let job = app.wait_status(id, "failed", WITHIN).await;
+    assert_eq!(job["attempts"], 1);
+    assert_eq!(job["error"], "noop was asked to fail permanently");
+    let letters = match &app.queue {
+        labfleet_jobs::Queue::Rabbit(q) => q.take_dead_letters().await.unwrap(),
+        labfleet_jobs::Queue::Memory(q) => q.dead_letters(),
+    };
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].job_id, id);
+    assert_eq!(letters[0].status, "failed");
+    app.finish().await;
+}
+
+both_backends!(
+    flaky_job_succeeds_after_retries_with_the_configured_delays,
+    flaky_job_succeeds_after_retries
+);
+async fn flaky_job_succeeds_after_retries(backend: Backend) {
+    let app = spawn_app_with(backend, |s| {
+        s.retry.initial_delay_ms = 300;
+        s.retry.multiplier = 2.0;
+        s.retry.max_delay_ms = 10_000;
+        s.retry.jitter = 0.0;
+    })
+    .await;
+    let id = app.submit_noop(json!({"fail_attempts": 2})).await;
+    let job = app.wait_status(id, "succeeded", WITHIN).await;
+    assert_eq!(job["attempts"], 3);
+    let events = job["events"].as_array().unwrap();
+    let at = |status: &str, attempt: i64| -> DateTime<Utc> {
+        let e = events
+            .iter()
+            .find(|e| e["status"] == status && e["attempt"] == attempt)
+            .unwrap_or_else(|| panic!("no {status} event for attempt {attempt}: {events:#?}"));
+        e["at"].as_str().unwrap().parse().unwrap()
+    };
+    let first_gap = at("running", 2) - at("retrying", 1);
+    let second_gap = at("running", 3) - at("retrying", 2);
+    assert!(
+        first_gap.num_milliseconds() >= 300 - 100,
+        "first retry came after {first_gap}"
+    );
+    assert!(
+        second_gap.num_milliseconds() >= 600 - 100,
+        "second retry came after {second_gap}"
+    );
+    assert!(
+        second_gap > first_gap,
+        "delays must grow: {first_gap} then {second_gap}"
+    );
+    app.finish().await;
+}
+
+both_backends!(exhausted_attempts_end_dead, exhausted_attempts_end_dead);
+async fn exhausted_attempts_end_dead(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.retry.max_attempts = 2).await;
+    let id = app.submit_noop(json!({"fail_attempts": 5})).await;
+    let job = app.wait_status(id, "dead", WITHIN).await;
+    assert_eq!(job["attempts"], 2);
+    assert!(
+        job["error"].as_str().unwrap().contains("after 2 attempts"),
+        "{job}"
+    );
+    app.finish().await;
+}
+
+both_backends!(continuations_park_and_resume, continuations_park_and_resume);
+async fn continuations_park_and_resume(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let id = app
+        .submit_noop(json!({"continue_times": 3, "continue_after_ms": 100}))
+        .await;
+    let job = app.wait_status(id, "succeeded", WITHIN).await;
+    assert_eq!(job["attempts"], 1, "continuations are not new attempts");
+    assert_eq!(job["result"]["continued"], 3);
+    app.finish().await;
+}
+
+both_backends!(
+    cancel_stops_waiting_and_running_children,
+    cancel_stops_children
+);
+async fn cancel_stops_children(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.worker.concurrency.diag = 2).await;
+    let id = app
+        .submit_noop(json!({"children": 20, "child": {"duration_ms": 2_000}}))
+        .await;
+    // Wait until some children run, then cancel the parent.
+    app.wait_job(id, WITHIN, |j| {
+        j["progress"]["running"].as_i64().unwrap_or(0) > 0
+    })
+    .await;
+    let (status, body) = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/jobs/{id}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "cancelled");
+    let job = app
+        .wait_job(id, WITHIN, |j| {
+            j["progress"]["cancelled"].as_i64() == Some(20)
+        })
+        .await;
+    assert_eq!(job["status"], "cancelled");
+    assert_eq!(job["progress"]["succeeded"], 0, "{job:#}");
+    // Cancelling again is a conflict.
+    let (status, _) = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/jobs/{id}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409);
+    app.finish().await;
+}
+
+both_backends!(
+    retry_reruns_only_failed_children,
+    retry_reruns_only_failed_children
+);
+async fn retry_reruns_only_failed_children(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let id = app
+        .submit_noop(json!({"children": 3, "child": {"fail_permanently": true}}))
+        .await;
+    let job = app.wait_status(id, "failed", WITHIN).await;
+    assert_eq!(job["error"], "3 of 3 children failed");
+    let (status, body) = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/jobs/{id}/retry"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["requeued"], 3);
+    let job = app.wait_status(id, "failed", WITHIN).await;
+    for child in job["children"].as_array().unwrap() {
+        assert_eq!(
+            child["attempts"], 1,
+            "a retried child starts from attempt 1 again"
+        );
+    }
+    // Retrying a job that succeeded is refused.
+    let ok = app.submit_noop(json!({})).await;
+    app.wait_status(ok, "succeeded", WITHIN).await;
+    let (status, body) = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/jobs/{ok}/retry"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    if let labfleet_jobs::Queue::Rabbit(q) = &app.queue {
+        assert_eq!(
+            q.take_dead_letters().await.unwrap().len(),
+            6,
+            "3 failures, twice"
+        );
+    }
+    app.finish().await;
+}

@@ -1,0 +1,14 @@
+//! Job handlers, one module per kind, and the one exhaustive `match` that dispatches to them.
+
+mod noop;
+
+use labfleet_jobs::JobSpec;
+
+use crate::context::{JobContext, JobError, JobOutcome};
+
+/// Runs one job. Adding a `JobSpec` variant fails to compile until it is handled here.
+pub async fn run(spec: JobSpec, ctx: JobContext) -> Result<JobOutcome, JobError> {
+    match spec {
+        JobSpec::Noop(args) => noop::run(args, ctx).await,
+    }
+}

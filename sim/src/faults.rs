@@ -19,7 +19,7 @@ pub struct FaultConfig {
     pub drop_connection: f64,
     /// Probability that a response is delayed by `slow_response_ms`.
     pub slow_response: f64,
-    /// Delay of a slow response in milliseconds (not scaled by the time scale).
+    /// Delay of a slow response in milliseconds (not scaled by the time scale; 0 = 1000 ms).
     pub slow_response_ms: u64,
     /// Nodes that are offline: calls to them get HTTP 595.
     pub node_offline: BTreeSet<String>,

@@ -122,9 +122,12 @@ fn regex(pat: &str) -> Option<Regex> {
     static CACHE: OnceLock<std::sync::Mutex<HashMap<String, Option<Regex>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     let mut c = cache.lock().ok()?;
-    c.entry(pat.to_string())
-        .or_insert_with(|| Regex::new(pat).ok())
-        .clone()
+    if let Some(r) = c.get(pat) {
+        return r.clone();
+    }
+    let r = Regex::new(pat).ok();
+    c.insert(pat.to_string(), r.clone());
+    r
 }
 
 fn num_of(v: &Value) -> Option<f64> {

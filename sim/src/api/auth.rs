@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use base64::Engine as _;
-use serde_json::{json, Value};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::{ApiError, ApiResult, Req, User};
@@ -146,11 +146,4 @@ pub async fn authenticate(sim: &Arc<Sim>, req: &Req) -> Result<User, ApiError> {
         }
     }
     Ok(User { id: user })
-}
-
-/// For tests in this crate: a ticket as `POST /access/ticket` would return it.
-#[allow(dead_code)]
-pub fn ticket_for_tests(sim: &Sim) -> Value {
-    let now = chrono::Utc::now().timestamp();
-    json!([make_ticket(sim, ROOT, now), make_csrf(sim, ROOT, now)])
 }

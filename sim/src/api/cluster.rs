@@ -128,6 +128,7 @@ pub fn resources(sim: &Arc<Sim>, p: &Params) -> Value {
         }
     }
     if ty.is_none() || ty == Some("vm") {
+        let offline = sim.faults().config.node_offline.clone();
         let st = sim.state();
         for vm in st.vms.values() {
             let mut v = super::qemu::vm_entry(vm);
@@ -136,7 +137,7 @@ pub fn resources(sim: &Arc<Sim>, p: &Params) -> Value {
             v["node"] = json!(vm.node);
             v["maxcpu"] = json!(vm.cores());
             v["template"] = json!(u8::from(vm.conf.is_template()));
-            if sim.faults().config.node_offline.contains(&vm.node) {
+            if offline.contains(&vm.node) {
                 v["status"] = json!("unknown");
             }
             if let Some(pool) = st.pools.iter().find(|(_, p)| p.vms.contains(&vm.vmid)) {

@@ -189,6 +189,9 @@ async fn route_call(
     template: &str,
     p: Params,
 ) -> ApiResult {
+    if !HANDLED.contains(&(method, template)) {
+        return Err(not_implemented(method, template));
+    }
     match (method, template) {
         ("GET", "/version") => Ok(cluster::version()),
         ("GET", "/nodes") => Ok(cluster::nodes(sim)),

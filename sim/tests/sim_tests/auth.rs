@@ -120,3 +120,21 @@ async fn secrets_survive_a_restart() {
     h.shutdown().await;
     drop(s.dir);
 }
+
+#[tokio::test]
+async fn expired_tickets_are_refused() {
+    let s = spawn_sim_with(|c| c.ticket_lifetime = std::time::Duration::ZERO).await;
+    let r = login(&s, &s.h.root_password).await;
+    assert_eq!(r.status, 200);
+    let ticket = r.data()["ticket"].as_str().unwrap().to_string();
+    let g = raw(
+        &s.addr,
+        "GET",
+        "/api2/json/version",
+        &[("cookie", format!("PVEAuthCookie={ticket}"))],
+        None,
+    )
+    .await;
+    assert_eq!(g.status, 401, "{g:?}");
+    s.h.shutdown().await;
+}

@@ -273,3 +273,72 @@ async fn template_with_linked_clones_cannot_be_destroyed() {
     );
     s.h.shutdown().await;
 }
+
+async fn wait_for_config(s: &TestSim, node: &str, vmid: u32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.config(node, vmid).await.status != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "VM {vmid} never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test]
+async fn template_config_change_waits_for_a_running_clone() {
+    // scale 0.1: the clone holds the template's shared flock ~0.17 s; PUT config waits up to 1 s
+    let s = spawn_sim_with(|c| {
+        c.time_scale = 0.1;
+        c.use_qemu_img = false;
+    })
+    .await;
+    let upid = s
+        .start_task("POST", "/nodes/pve1/qemu/104/clone", &[("newid", "700")])
+        .await;
+    wait_for_config(&s, "pve1", 700).await;
+    let r = s
+        .api(
+            "PUT",
+            "/nodes/pve1/qemu/104/config",
+            &[("description", "changed")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(s.wait_task(&upid).await.0, "OK");
+    assert_eq!(s.config("pve1", 104).await.data()["description"], "changed");
+    s.h.shutdown().await;
+}
+
+#[tokio::test]
+async fn template_config_change_times_out_behind_a_long_clone() {
+    // scale 0.05: a full clone copies 2 GiB for 2 s; the template flock timeout is 0.5 s
+    let s = spawn_sim_with(|c| {
+        c.time_scale = 0.05;
+        c.use_qemu_img = false;
+        c.latencies.full_clone_per_gib = 20.0;
+    })
+    .await;
+    let upid = s
+        .start_task(
+            "POST",
+            "/nodes/pve1/qemu/104/clone",
+            &[("newid", "701"), ("full", "1")],
+        )
+        .await;
+    wait_for_config(&s, "pve1", 701).await;
+    let r = s
+        .api(
+            "PUT",
+            "/nodes/pve1/qemu/104/config",
+            &[("description", "changed")],
+        )
+        .await;
+    assert_eq!(r.status, 500, "{r:?}");
+    assert_eq!(
+        r.reason,
+        "can't lock file '/var/lock/qemu-server/lock-104.conf' - got timeout"
+    );
+    assert_eq!(s.wait_task(&upid).await.0, "OK");
+    s.h.shutdown().await;
+}

@@ -148,17 +148,19 @@ pub struct State {
     /// storage key → volname → volume
     pub volumes: HashMap<String, BTreeMap<String, Volume>>,
     pub pools: BTreeMap<String, Pool>,
+    /// (storage key, vmid) → volnames: keeps disk numbering O(disks of the VM).
+    owned: HashMap<(String, u32), std::collections::BTreeSet<String>>,
 }
 
 impl State {
     /// The lowest free index N for `vm-<vmid>-disk-N` on a storage instance.
     pub fn next_disk_index(&self, key: &str, vmid: u32) -> usize {
         let used: Vec<usize> = self
-            .volumes
-            .get(key)
-            .map(|m| {
-                m.keys()
-                    .filter(|v| storage::volname_vmid(v) == Some(vmid))
+            .owned
+            .get(&(key.to_string(), vmid))
+            .map(|names| {
+                names
+                    .iter()
                     .filter_map(|v| {
                         let f = storage::file_name(v);
                         f.split("-disk-").nth(1)?.split('.').next()?.parse().ok()
@@ -167,6 +169,34 @@ impl State {
             })
             .unwrap_or_default();
         (0..).find(|i| !used.contains(i)).unwrap_or(0)
+    }
+
+    /// Adds a volume to a storage instance's list.
+    pub fn insert_volume(&mut self, key: &str, volname: &str, vol: Volume) {
+        if let Some(vmid) = storage::volname_vmid(volname) {
+            self.owned
+                .entry((key.to_string(), vmid))
+                .or_default()
+                .insert(volname.to_string());
+        }
+        self.volumes
+            .entry(key.to_string())
+            .or_default()
+            .insert(volname.to_string(), vol);
+    }
+
+    /// Removes a volume from a storage instance's list.
+    pub fn remove_volume(&mut self, key: &str, volname: &str) -> Option<Volume> {
+        if let Some(vmid) = storage::volname_vmid(volname) {
+            let k = (key.to_string(), vmid);
+            if let Some(set) = self.owned.get_mut(&k) {
+                set.remove(volname);
+                if set.is_empty() {
+                    self.owned.remove(&k);
+                }
+            }
+        }
+        self.volumes.get_mut(key)?.remove(volname)
     }
 }
 
@@ -425,13 +455,19 @@ impl Sim {
             for def in storage::STORAGES.iter().filter(|d| !d.shared) {
                 let key = storage::key(node, def.id);
                 let vols = scan_storage(&storage::root(&self.data_dir, node, def.id), def);
-                st.volumes.insert(key, vols);
+                st.volumes.entry(key.clone()).or_default();
+                for (name, v) in vols {
+                    st.insert_volume(&key, &name, v);
+                }
             }
         }
         for def in storage::STORAGES.iter().filter(|d| d.shared) {
             let first = self.nodes.first().cloned().unwrap_or_default();
             let vols = scan_storage(&storage::root(&self.data_dir, &first, def.id), def);
-            st.volumes.insert(def.id.to_string(), vols);
+            st.volumes.entry(def.id.to_string()).or_default();
+            for (name, v) in vols {
+                st.insert_volume(def.id, &name, v);
+            }
         }
     }
 
@@ -488,19 +524,12 @@ impl Sim {
     /// Adds a volume to the registry.
     pub fn add_volume(&self, node: &str, id: &str, volname: &str, vol: Volume) {
         self.state()
-            .volumes
-            .entry(storage::key(node, id))
-            .or_default()
-            .insert(volname.to_string(), vol);
+            .insert_volume(&storage::key(node, id), volname, vol);
     }
 
     /// Removes a volume from the registry and disk.
     pub fn free_volume(&self, node: &str, id: &str, volname: &str) {
-        self.state()
-            .volumes
-            .entry(storage::key(node, id))
-            .or_default()
-            .remove(volname);
+        self.state().remove_volume(&storage::key(node, id), volname);
         crate::disks::remove(&storage::volume_path(&self.data_dir, node, id, volname));
     }
 

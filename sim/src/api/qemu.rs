@@ -584,9 +584,9 @@ pub async fn template(sim: &Arc<Sim>, user: &User, p: Params) -> ApiResult {
                 crate::disks::rename(&from, &to)?;
                 {
                     let mut st = sim.state();
-                    let m = st.volumes.entry(storage::key(&node, &sid)).or_default();
-                    if let Some(vol) = m.remove(&volname) {
-                        m.insert(new_volname.clone(), vol);
+                    let key = storage::key(&node, &sid);
+                    if let Some(vol) = st.remove_volume(&key, &volname) {
+                        st.insert_volume(&key, &new_volname, vol);
                     }
                 }
                 d.file = format!("{sid}:{new_volname}");

@@ -284,3 +284,49 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     handle.shutdown().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sim: SimArgs,
+    }
+
+    #[test]
+    fn command_line_becomes_a_config() {
+        let cli = Cli::try_parse_from([
+            "sim",
+            "--nodes",
+            "2",
+            "--bind",
+            "127.0.0.1:0",
+            "--data-dir",
+            "/tmp/x",
+            "--time-scale",
+            "0.5",
+            "--plain-http",
+            "--fault",
+            "lock_timeout=0.2",
+            "--fault",
+            "node_offline=pve2",
+            "--seed",
+            "9",
+        ])
+        .unwrap();
+        let c = cli.sim.to_config().unwrap();
+        assert_eq!(c.nodes, 2);
+        assert_eq!(c.time_scale, 0.5);
+        assert!(c.plain_http && c.ssh);
+        assert_eq!(c.faults.lock_timeout, 0.2);
+        assert!(c.faults.node_offline.contains("pve2"));
+        assert_eq!(c.seed, 9);
+        let bad = Cli::try_parse_from(["sim", "--fault", "nope=1"]).unwrap();
+        assert!(bad.sim.to_config().is_err());
+    }
+}

@@ -142,3 +142,16 @@ async fn guest_ignoring_acpi_fails_shutdown_unless_forced() {
     assert_eq!(cur.data()["status"], "stopped");
     s.h.shutdown().await;
 }
+
+#[tokio::test]
+async fn slow_responses_are_delayed() {
+    let s = spawn_sim_with(|c| {
+        c.faults.slow_response = 1.0;
+        c.faults.slow_response_ms = 300;
+    })
+    .await;
+    let t0 = std::time::Instant::now();
+    assert_eq!(s.api("GET", "/version", &[]).await.status, 200);
+    assert!(t0.elapsed() >= std::time::Duration::from_millis(300));
+    s.h.shutdown().await;
+}

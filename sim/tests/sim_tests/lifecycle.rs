@@ -246,3 +246,89 @@ async fn lower_bound_of_a_linked_clone_workload_counts_storage_serialization() {
     );
     s.h.shutdown().await;
 }
+
+#[tokio::test]
+async fn created_vm_becomes_a_template_that_clones_linked() {
+    let s = spawn_sim().await;
+    let exit = s
+        .run_task(
+            "POST",
+            "/nodes/pve2/qemu",
+            &[
+                ("vmid", "800"),
+                ("name", "golden"),
+                ("scsi0", "local-lvm:4"),
+                ("ide2", "local-lvm:cloudinit"),
+                ("net0", "virtio,bridge=vmbr0"),
+                ("memory", "1024"),
+            ],
+        )
+        .await;
+    assert_eq!(exit, "OK");
+    let c = s.config("pve2", 800).await;
+    assert_eq!(c.data()["scsi0"], "local-lvm:vm-800-disk-0,size=4G");
+    assert!(c.data()["ide2"]
+        .as_str()
+        .unwrap()
+        .starts_with("local-lvm:vm-800-cloudinit"));
+    let dup = s.api("POST", "/nodes/pve2/qemu", &[("vmid", "800")]).await;
+    assert_eq!(
+        dup.reason,
+        "unable to create VM 800: config file already exists"
+    );
+    assert_eq!(
+        s.run_task(
+            "PUT",
+            "/nodes/pve2/qemu/800/resize",
+            &[("disk", "scsi0"), ("size", "+1G")]
+        )
+        .await,
+        "OK"
+    );
+    assert_eq!(
+        s.config("pve2", 800).await.data()["scsi0"],
+        "local-lvm:vm-800-disk-0,size=5G"
+    );
+    let upid = s
+        .start_task(
+            "POST",
+            "/nodes/pve2/qemu/800/config",
+            &[("cores", "4"), ("delete", "memory")],
+        )
+        .await;
+    assert!(upid.contains(":qmconfig:800:"), "{upid}");
+    assert_eq!(s.wait_task(&upid).await.0, "OK");
+    let c = s.config("pve2", 800).await;
+    assert_eq!(c.data()["cores"], json!(4));
+    assert!(c.data().get("memory").is_none());
+    assert_eq!(
+        s.run_task("POST", "/nodes/pve2/qemu/800/template", &[])
+            .await,
+        "OK"
+    );
+    let c = s.config("pve2", 800).await;
+    assert_eq!(c.data()["scsi0"], "local-lvm:base-800-disk-0,size=5G");
+    assert_eq!(c.data()["template"], json!(1));
+    let pool = s.api("POST", "/pools", &[("poolid", "class-a")]).await;
+    assert_eq!(pool.status, 200, "{pool:?}");
+    assert_eq!(
+        s.run_task(
+            "POST",
+            "/nodes/pve2/qemu/800/clone",
+            &[("newid", "801"), ("pool", "class-a")]
+        )
+        .await,
+        "OK"
+    );
+    assert!(s.config("pve2", 801).await.data()["scsi0"]
+        .as_str()
+        .unwrap()
+        .starts_with("local-lvm:vm-801-disk-0"));
+    let pools = s.api("GET", "/pools", &[("poolid", "class-a")]).await;
+    assert_eq!(pools.data()[0]["members"][0]["vmid"], json!(801));
+    let start = s
+        .run_task("POST", "/nodes/pve2/qemu/800/status/start", &[])
+        .await;
+    assert_eq!(start, "you can't start a vm if it's a template");
+    s.h.shutdown().await;
+}

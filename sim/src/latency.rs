@@ -46,12 +46,12 @@ pub struct Latencies {
 impl Default for Latencies {
     fn default() -> Self {
         Self {
-            clone_prepare: 0.3,
-            clone_finish: 0.2,
-            linked_clone_disk: 0.8,
-            alloc: 0.4,
+            clone_prepare: 0.5,
+            clone_finish: 0.5,
+            linked_clone_disk: 0.15,
+            alloc: 0.1,
             full_clone_per_gib: 4.0,
-            free: 0.3,
+            free: 0.1,
             create: 0.5,
             delete: 0.3,
             start: 1.5,

@@ -168,6 +168,8 @@ async fn concurrent_clones_on_one_storage_serialize_and_late_ones_hit_the_lock_t
     let s = spawn_sim_with(|c| {
         c.time_scale = 0.05;
         c.use_qemu_img = false;
+        c.latencies.linked_clone_disk = 0.8;
+        c.latencies.alloc = 0.4;
     })
     .await;
     let mut upids = Vec::new();
@@ -202,7 +204,12 @@ async fn concurrent_clones_on_one_storage_serialize_and_late_ones_hit_the_lock_t
 
 #[tokio::test]
 async fn local_storage_lock_timeout_has_the_flock_text() {
-    let s = spawn_sim_with(|c| c.time_scale = 0.01).await;
+    let s = spawn_sim_with(|c| {
+        c.time_scale = 0.01;
+        c.latencies.linked_clone_disk = 0.8;
+        c.latencies.alloc = 0.4;
+    })
+    .await;
     let mut upids = Vec::new();
     for i in 0..30 {
         let id = (500 + i).to_string();

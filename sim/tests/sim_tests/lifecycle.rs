@@ -218,8 +218,8 @@ async fn lower_bound_of_a_linked_clone_workload_counts_storage_serialization() {
     .await;
     assert_eq!(r.status, 200, "{r:?}");
     let secs = r.data()["seconds"].as_f64().unwrap();
-    // defaults: prepare 0.3 + 20 × (disk 0.8 + cloud-init 0.4) on nfs-shared + finish 0.2
-    assert!((secs - 24.5).abs() < 1e-6, "{r:?}");
+    // defaults: prepare 0.5 + 20 × (disk 0.15 + cloud-init 0.1) on nfs-shared + finish 0.5
+    assert!((secs - 6.0).abs() < 1e-6, "{r:?}");
     assert_eq!(r.data()["bottleneck"], "storage nfs-shared");
     // 105 lives on pve1's local-lvm: same serialization, other storage
     let r = raw(
@@ -241,7 +241,7 @@ async fn lower_bound_of_a_linked_clone_workload_counts_storage_serialization() {
     let r = raw(&s.addr, "GET", "/_sim/lower-bound?time_scale=1", &[], None).await;
     assert_eq!(r.data()["ops"], json!(1));
     assert!(
-        (r.data()["seconds"].as_f64().unwrap() - 1.7).abs() < 1e-6,
+        (r.data()["seconds"].as_f64().unwrap() - 1.25).abs() < 1e-6,
         "{r:?}"
     );
     s.h.shutdown().await;
@@ -330,5 +330,41 @@ async fn created_vm_becomes_a_template_that_clones_linked() {
         .run_task("POST", "/nodes/pve2/qemu/800/status/start", &[])
         .await;
     assert_eq!(start, "you can't start a vm if it's a template");
+    s.h.shutdown().await;
+}
+
+#[tokio::test]
+async fn parallel_clones_finish_no_earlier_than_the_lower_bound() {
+    let s = spawn_sim_with(|c| {
+        c.time_scale = 0.2;
+        c.use_qemu_img = false;
+    })
+    .await;
+    raw(&s.addr, "DELETE", "/_sim/lower-bound", &[], None).await;
+    let t0 = std::time::Instant::now();
+    let mut upids = Vec::new();
+    for i in 0..20u32 {
+        let id = (900 + i).to_string();
+        let target = ["pve1", "pve2", "pve3"][i as usize % 3];
+        upids.push(
+            s.start_task(
+                "POST",
+                "/nodes/pve1/qemu/104/clone",
+                &[("newid", &id), ("target", target)],
+            )
+            .await,
+        );
+    }
+    for u in &upids {
+        assert_eq!(s.wait_task(u).await.0, "OK");
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let r = raw(&s.addr, "GET", "/_sim/lower-bound", &[], None).await;
+    let bound = r.data()["seconds"].as_f64().unwrap();
+    assert_eq!(r.data()["ops"], json!(20));
+    // 0.2 × (0.5 + 20 × 0.25 + 0.5) = 1.2 s
+    assert!((bound - 1.2).abs() < 0.05, "{r:?}");
+    assert!(wall >= bound * 0.98, "wall {wall} < bound {bound}");
+    assert!(wall < bound * 2.0, "wall {wall} vs bound {bound}");
     s.h.shutdown().await;
 }

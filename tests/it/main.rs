@@ -6,4 +6,4 @@
 mod harness;
 mod jobs_api;
 mod jobs_engine;
-// mod outages;
+mod outages;

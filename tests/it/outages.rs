@@ -2,6 +2,6 @@
 //! database cut off (through a loopback proxy the test controls, so parallel tests are not
 //! disturbed).
 
+mod cuts;
 mod proxy;
 mod worker_kill;
-mod cuts;

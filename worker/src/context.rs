@@ -80,7 +80,9 @@ impl JobContext {
                 max_attempts: self.max_attempts,
             })
             .collect();
-        let pending = self.store.create_children(self.job_id, &new).await?;
+        let Some(pending) = self.store.create_children(self.job_id, &new).await? else {
+            return Err(JobError::Cancelled);
+        };
         let mut by_family: HashMap<Family, Vec<Uuid>> = HashMap::new();
         for (family, id) in pending {
             by_family.entry(family).or_default().push(id);

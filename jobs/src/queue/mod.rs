@@ -99,7 +99,9 @@ impl Queue {
     pub async fn consume(&self, family: Family, prefetch: u16) -> Result<Consumer, QueueError> {
         match self {
             Queue::Memory(q) => Ok(Consumer::Memory(q.consumer(family))),
-            Queue::Rabbit(q) => Ok(Consumer::Rabbit(Box::new(q.consume(family, prefetch).await?))),
+            Queue::Rabbit(q) => Ok(Consumer::Rabbit(Box::new(
+                q.consume(family, prefetch).await?,
+            ))),
         }
     }
 

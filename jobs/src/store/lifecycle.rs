@@ -255,9 +255,38 @@ impl JobStore {
                 .await?;
             let ok = res.rows_affected() == 1;
             applied.push(ok);
-            let transition = !matches!(c.outcome, Outcome::Park { .. } | Outcome::WaitChildren);
-            if ok && transition {
+            let parked = matches!(c.outcome, Outcome::Park { .. } | Outcome::WaitChildren);
+            if ok && !parked {
                 events.push(event(c.job_id, now, status.as_str(), c.attempt, message));
+            }
+            if ok && parked {
+                // A cancel that arrived while the job was held could only ask it to stop; now
+                // that nobody holds it, it is cancelled for real.
+                let reason = "cancelled on request";
+                let res = txn
+                    .execute(sql(
+                        backend,
+                        "UPDATE jobs SET status = 'cancelled', error = ?, finished_at = ?, \
+                         next_run_at = NULL, updated_at = ? WHERE id = ? AND status = 'running' \
+                         AND lease_owner IS NULL AND cancel_requested = ?",
+                        vec![
+                            reason.into(),
+                            now.into(),
+                            now.into(),
+                            c.job_id.into(),
+                            true.into(),
+                        ],
+                    ))
+                    .await?;
+                if res.rows_affected() == 1 {
+                    events.push(event(
+                        c.job_id,
+                        now,
+                        JobStatus::Cancelled.as_str(),
+                        c.attempt,
+                        Some(reason.into()),
+                    ));
+                }
             }
         }
         insert_events(&txn, events).await?;
@@ -296,14 +325,28 @@ impl JobStore {
 
     /// Creates the children of a running parent, unless it already has children (a redelivered
     /// parent must not fan out twice). Returns every child of the parent that is waiting and not
-    /// yet published, with its family, for the caller to publish.
+    /// yet published, with its family, for the caller to publish; `None` when the parent's
+    /// cancellation was requested (no child is created then).
     pub async fn create_children(
         &self,
         parent_id: Uuid,
         children: &[NewJob],
-    ) -> Result<Vec<(Family, Uuid)>, StoreError> {
+    ) -> Result<Option<Vec<(Family, Uuid)>>, StoreError> {
         let backend = self.db.get_database_backend();
         let txn = self.db.begin().await?;
+        let cancel_requested = txn
+            .query_one(sql(
+                backend,
+                "SELECT cancel_requested FROM jobs WHERE id = ?",
+                vec![parent_id.into()],
+            ))
+            .await?
+            .map(|r| r.try_get::<bool>("", "cancel_requested"))
+            .transpose()?
+            .unwrap_or(true);
+        if cancel_requested {
+            return Ok(None);
+        }
         let existing = txn
             .query_one(sql(
                 backend,
@@ -334,7 +377,7 @@ impl JobStore {
                 out.push((f, id));
             }
         }
-        Ok(out)
+        Ok(Some(out))
     }
 
     /// Finishes parents whose children have all finished: `succeeded` when every child

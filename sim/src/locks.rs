@@ -19,7 +19,7 @@ type VmLocks = HashMap<(String, u32), Arc<RwLock<()>>>;
 #[derive(Default)]
 pub struct Locks {
     vms: Mutex<VmLocks>,
-    storages: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    storages: Mutex<HashMap<String, Arc<StorageLock>>>,
 }
 
 /// The text of a VM flock timeout.
@@ -55,20 +55,82 @@ impl Locks {
         r.map_err(|_| vm_lock_error(vmid))
     }
 
-    /// Takes a storage lock (FIFO), failing with `error` after `timeout`.
+    /// Takes a storage lock (FIFO) for `secs` of simulated work (time scale 1).
+    ///
+    /// Whether the acquisition times out is decided in simulated time, so it does not depend on
+    /// how busy the machine is: if more than `limit` seconds of simulated work are queued ahead
+    /// (PVE's 10 s acquire timeout), the caller fails with `error` after waiting `fail_after`
+    /// (10 s × scale, at least 50 ms); otherwise it waits its turn.
     pub async fn lock_storage(
         &self,
         key: &str,
-        timeout: Duration,
+        secs: f64,
+        limit: f64,
+        scale: f64,
+        fail_after: Duration,
         error: impl FnOnce() -> String,
-    ) -> Result<OwnedMutexGuard<()>, String> {
+    ) -> Result<StorageGuard, String> {
         let l = {
             let mut m = self.storages.lock().unwrap_or_else(|e| e.into_inner());
             m.entry(key.to_string()).or_default().clone()
         };
-        tokio::time::timeout(timeout, l.lock_owned())
-            .await
-            .map_err(|_| error())
+        let too_long = {
+            let mut q = l.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let done = match q.holder_since {
+                Some(t) if scale > 0.0 => (t.elapsed().as_secs_f64() / scale).min(q.holder_secs),
+                _ => 0.0,
+            };
+            let too_long = q.pending - done > limit;
+            if !too_long {
+                q.pending += secs;
+            }
+            too_long
+        };
+        if too_long {
+            tokio::time::sleep(fail_after).await;
+            return Err(error());
+        }
+        let guard = l.mutex.clone().lock_owned().await;
+        {
+            let mut q = l.queue.lock().unwrap_or_else(|e| e.into_inner());
+            q.holder_since = Some(std::time::Instant::now());
+            q.holder_secs = secs;
+        }
+        Ok(StorageGuard {
+            lock: l,
+            secs,
+            _guard: guard,
+        })
+    }
+}
+
+#[derive(Default)]
+struct Queue {
+    /// Simulated seconds of work of the holder and all waiters.
+    pending: f64,
+    holder_since: Option<std::time::Instant>,
+    holder_secs: f64,
+}
+
+/// One storage lock: the mutex plus the simulated work queued on it.
+#[derive(Default)]
+pub struct StorageLock {
+    mutex: Arc<tokio::sync::Mutex<()>>,
+    queue: Mutex<Queue>,
+}
+
+/// A held storage lock; releasing it takes its work off the queue.
+pub struct StorageGuard {
+    lock: Arc<StorageLock>,
+    secs: f64,
+    _guard: OwnedMutexGuard<()>,
+}
+
+impl Drop for StorageGuard {
+    fn drop(&mut self) {
+        let mut q = self.lock.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.pending = (q.pending - self.secs).max(0.0);
+        q.holder_since = None;
     }
 }
 
@@ -106,20 +168,40 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn storage_lock_times_out_with_given_text() {
+    async fn storage_lock_times_out_when_queued_work_exceeds_the_limit() {
         let l = Locks::default();
-        let g = l
-            .lock_storage("s", Duration::from_millis(50), || "x".into())
+        let ms = Duration::from_millis(20);
+        let g1 = l
+            .lock_storage("s", 6.0, 10.0, 0.0, ms, || "x".into())
             .await
             .unwrap();
-        let e = l
-            .lock_storage("s", Duration::from_millis(30), || "timeout!".into())
+        // 6 s queued ahead: a second waiter still fits, a third (12 s ahead) does not
+        let l2 = Arc::new(l);
+        let l3 = l2.clone();
+        let second = tokio::spawn(async move {
+            l3.lock_storage("s", 6.0, 10.0, 0.0, ms, || "x".into())
+                .await
+                .map(|_| ())
+        });
+        tokio::task::yield_now().await;
+        while l2.storages.lock().unwrap()["s"]
+            .queue
+            .lock()
+            .unwrap()
+            .pending
+            < 12.0
+        {
+            tokio::task::yield_now().await;
+        }
+        let e = l2
+            .lock_storage("s", 1.0, 10.0, 0.0, ms, || "timeout!".into())
             .await
             .err();
         assert_eq!(e.as_deref(), Some("timeout!"));
-        drop(g);
-        assert!(l
-            .lock_storage("s", Duration::from_millis(30), || "x".into())
+        drop(g1);
+        assert!(second.await.unwrap().is_ok());
+        assert!(l2
+            .lock_storage("s", 1.0, 10.0, 0.0, ms, || "x".into())
             .await
             .is_ok());
     }

@@ -480,8 +480,8 @@ impl Sim {
             || f.config.storage_full.contains(&storage::key(node, id))
     }
 
-    /// Runs `secs` of work plus `op` under the storage lock of (node, id), with PVE's acquire
-    /// timeout (10 s × scale, at least 50 ms) and error text.
+    /// Runs `secs` of work plus `op` under the storage lock of (node, id). More than 10 s of
+    /// simulated work queued ahead fails with PVE's text after 10 s × scale (at least 50 ms).
     pub async fn storage_step<T, F, Fut>(
         &self,
         ctx: Option<&TaskCtx>,
@@ -507,7 +507,9 @@ impl Sim {
         }
         let _g = self
             .locks
-            .lock_storage(&key, timeout, || def.lock_timeout_error())
+            .lock_storage(&key, secs, 10.0, self.time_scale(), timeout, || {
+                def.lock_timeout_error()
+            })
             .await?;
         match ctx {
             Some(c) => c.work(secs).await?,

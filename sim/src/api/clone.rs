@@ -174,6 +174,20 @@ pub async fn clone(sim: &Arc<Sim>, user: &User, p: Params) -> ApiResult {
             return Err(ApiError::fail(format!("storage '{s}' does not exist")));
         }
     }
+    if !full {
+        // volume_has_feature('clone'): file storages and LVM-thin clone base volumes only
+        let jobs = plan(&props, false, None, None);
+        for j in &jobs {
+            if let Action::Linked { volname, .. } = &j.action {
+                if !storage::file_name(volname).starts_with("base-") {
+                    return Err(ApiError::fail(format!(
+                        "Linked clone feature is not supported for drive '{}'",
+                        j.key
+                    )));
+                }
+            }
+        }
+    }
     if let Some(t) = &target {
         if !all_shared(&props) {
             return Err(ApiError::fail(format!(
@@ -565,14 +579,14 @@ fn new_config(sim: &Sim, props: &Props, p: &Params, drives: Vec<(String, String)
     for (k, v) in drives {
         c.props.insert(k, v);
     }
-    let name = match p.get("name") {
-        Some(n) => n.clone(),
-        None => format!(
-            "Copy-of-VM-{}",
-            props.get("name").cloned().unwrap_or_default()
-        ),
+    let name = match (p.get("name"), props.get("name")) {
+        (Some(n), _) => Some(n.clone()),
+        (None, Some(old)) => Some(format!("Copy-of-VM-{old}")),
+        (None, None) => None,
     };
-    c.props.insert("name".into(), name);
+    if let Some(name) = name {
+        c.props.insert("name".into(), name);
+    }
     if let Some(d) = p.get("description") {
         c.props.insert("description".into(), d.clone());
     }

@@ -349,3 +349,38 @@ async fn template_config_change_times_out_behind_a_long_clone() {
     assert_eq!(s.wait_task(&upid).await.0, "OK");
     s.h.shutdown().await;
 }
+
+#[tokio::test]
+async fn linked_clone_of_a_plain_vm_is_refused_and_full_is_its_default() {
+    let s = spawn_sim().await;
+    assert_eq!(
+        s.run_task("POST", "/nodes/pve1/qemu/105/clone", &[("newid", "710")])
+            .await,
+        "OK"
+    );
+    let r = s
+        .api(
+            "POST",
+            "/nodes/pve1/qemu/710/clone",
+            &[("newid", "711"), ("full", "0")],
+        )
+        .await;
+    assert_eq!(r.status, 500);
+    assert_eq!(
+        r.reason,
+        "Linked clone feature is not supported for drive 'scsi0'"
+    );
+    let (exit, log) = s
+        .wait_task(
+            &s.start_task("POST", "/nodes/pve1/qemu/710/clone", &[("newid", "711")])
+                .await,
+        )
+        .await;
+    assert_eq!(exit, "OK");
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("create full clone of drive scsi0")),
+        "{log:?}"
+    );
+    s.h.shutdown().await;
+}

@@ -294,8 +294,15 @@ async fn worker(
         st.vms.insert(newid, vm);
         src
     };
+    // checks, firewall config, new identity: still under the newid flock
+    let prepared = ctx.work(sim.latencies.clone_prepare).await;
     // from here on the config lock `clone` guards newid, not the flock (FACTS §C2)
     drop(_new_lock);
+    if let Err(e) = prepared {
+        sim.state().vms.remove(&newid);
+        sim.remove_conf(node, newid);
+        return Err(format!("clone failed: {e}"));
+    }
     let mut made: Vec<(String, String, String)> = Vec::new(); // (node, sid, volname)
     let result = clone_disks(sim, ctx, node, to_node, newid, &jobs, &mut made).await;
     let new_drives = match result {
@@ -346,7 +353,6 @@ async fn clone_disks(
     jobs: &[DiskJob],
     made: &mut Vec<(String, String, String)>,
 ) -> Result<Vec<(String, String)>, String> {
-    ctx.work(sim.latencies.clone_prepare).await?;
     let mut drives = Vec::new();
     for j in jobs {
         match &j.action {

@@ -70,6 +70,22 @@ impl From<String> for ApiError {
 
 pub type ApiResult = Result<Value, ApiError>;
 
+/// A handler that needs `total` beside `data` in the envelope returns `{TOTAL_KEY, DATA_KEY}`.
+pub const TOTAL_KEY: &str = "\u{0}total";
+pub const DATA_KEY: &str = "\u{0}data";
+
+/// Wraps a handler's value in PVE's envelope.
+fn envelope(v: Value) -> Value {
+    match v {
+        Value::Object(mut m) if m.contains_key(TOTAL_KEY) => {
+            let total = m.remove(TOTAL_KEY).unwrap_or(Value::Null);
+            let data = m.remove(DATA_KEY).unwrap_or(Value::Null);
+            json!({ "data": data, "total": total })
+        }
+        v => json!({ "data": v }),
+    }
+}
+
 /// Who is calling.
 #[derive(Debug, Clone)]
 pub struct User {
@@ -368,7 +384,7 @@ pub async fn handle(sim: &Arc<Sim>, req: Req) -> Reply {
         }
     };
     match result {
-        Ok(v) => Reply::json(200, &json!({ "data": v })),
+        Ok(v) => Reply::json(200, &envelope(v)),
         Err(e) => Reply::error(&e),
     }
 }

@@ -43,12 +43,16 @@ pub fn log(sim: &Arc<Sim>, p: &Params) -> ApiResult {
     let t = find(sim, p)?;
     let start: usize = p.get("start").and_then(|s| s.parse().ok()).unwrap_or(0);
     let limit: usize = p.get("limit").and_then(|s| s.parse().ok()).unwrap_or(50);
-    let (lines, _total) = t.log_lines(start, limit);
+    let (lines, total) = t.log_lines(start, limit);
     let v: Vec<Value> = lines
         .into_iter()
         .map(|(n, t)| json!({"n": n, "t": t}))
         .collect();
-    Ok(Value::Array(v))
+    // PVE puts `total` next to `data` for the task log
+    let mut m = serde_json::Map::new();
+    m.insert(super::TOTAL_KEY.into(), json!(total));
+    m.insert(super::DATA_KEY.into(), Value::Array(v));
+    Ok(Value::Object(m))
 }
 
 pub fn stop(sim: &Arc<Sim>, p: &Params) -> ApiResult {

@@ -58,6 +58,30 @@ async fn json_bodies_may_use_true_and_false() {
 }
 
 #[tokio::test]
+async fn task_log_pages_and_reports_the_total() {
+    let s = spawn_sim().await;
+    let upid = s
+        .start_task(
+            "POST",
+            "/nodes/pve1/qemu/104/clone",
+            &[("newid", "150"), ("full", "1")],
+        )
+        .await;
+    let (exit, all) = s.wait_task(&upid).await;
+    assert_eq!(exit, "OK");
+    let path = format!("/nodes/pve1/tasks/{}/log", upid.replace(':', "%3A"));
+    let r = s.api("GET", &path, &[("start", "1"), ("limit", "2")]).await;
+    assert_eq!(r.body["total"], serde_json::json!(all.len()));
+    let page = r.data().as_array().unwrap();
+    assert_eq!(page.len(), 2);
+    assert_eq!(page[0]["n"], 2);
+    assert_eq!(page[0]["t"], all[1].as_str());
+    let wrong_node = s.api("GET", &path.replacen("pve1", "pve2", 1), &[]).await;
+    assert_eq!(wrong_node.status, 400);
+    s.h.shutdown().await;
+}
+
+#[tokio::test]
 async fn unknown_upid_is_no_such_task() {
     let s = spawn_sim().await;
     let upid = "UPID:pve1:00001234:01234567:66DC5987:qmclone:104:root@pam:";

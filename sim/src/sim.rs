@@ -341,6 +341,17 @@ impl Sim {
         self.faults().config.node_offline.contains(node)
     }
 
+    /// More than half of the nodes are online (writes need quorum).
+    pub fn quorate(&self) -> bool {
+        let f = self.faults();
+        let online = self
+            .nodes
+            .iter()
+            .filter(|n| !f.config.node_offline.contains(*n))
+            .count();
+        online * 2 > self.nodes.len()
+    }
+
     pub fn register_task(&self, t: Arc<Task>) {
         self.tasks
             .lock()

@@ -298,6 +298,9 @@ pub async fn call(
             return Err(ApiError::status(595, "No route to host"));
         }
     }
+    if method != "GET" && !sim.quorate() {
+        return Err(ApiError::fail("cluster not ready - no quorum?"));
+    }
     route_call(sim, user, method, &route.template, params).await
 }
 

@@ -70,6 +70,26 @@ async fn offline_node_answers_595() {
     assert_eq!(s.api("GET", "/nodes/pve1/qemu", &[]).await.status, 200);
     let nodes = s.api("GET", "/nodes", &[]).await;
     assert_eq!(nodes.data()[1]["status"], "offline");
+    // one of three offline: still quorate; two of three: writes fail
+    assert_eq!(
+        s.run_task("POST", "/nodes/pve1/qemu/104/clone", &[("newid", "305")])
+            .await,
+        "OK"
+    );
+    let r = s
+        .control(
+            "PUT",
+            "/_sim/faults",
+            json!({"node_offline": ["pve2", "pve3"]}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let w = s
+        .api("POST", "/nodes/pve1/qemu/104/clone", &[("newid", "306")])
+        .await;
+    assert_eq!(w.status, 500);
+    assert_eq!(w.reason, "cluster not ready - no quorum?");
+    assert_eq!(s.api("GET", "/nodes/pve1/qemu", &[]).await.status, 200);
     s.h.shutdown().await;
 }
 

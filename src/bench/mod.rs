@@ -1,6 +1,8 @@
 //! `labfleet bench …`: benchmarks that print figures and ratios (never timed tests).
 
+mod api;
 mod pipeline;
+mod scratch;
 
 use clap::Subcommand;
 use labfleet_jobs::Settings;
@@ -10,11 +12,14 @@ use labfleet_jobs::Settings;
 pub enum BenchCommand {
     /// Jobs per second end to end (submit → succeeded) with no-op jobs.
     Pipeline(pipeline::PipelineArgs),
+    /// Latency percentiles of the jobs API at a fixed request rate.
+    Api(api::ApiArgs),
 }
 
 /// Runs one benchmark.
 pub async fn run(cmd: BenchCommand, settings: Settings) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Pipeline(args) => pipeline::run(args, settings).await,
+        BenchCommand::Api(args) => api::run(args, settings).await,
     }
 }

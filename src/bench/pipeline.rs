@@ -17,7 +17,9 @@ use labfleet_jobs::{
     store::NewJob,
     JobSpec, JobStore, NoopArgs, Publisher, Queue, Settings,
 };
-use sea_orm::{ConnectionTrait, Database};
+use sea_orm::ConnectionTrait;
+
+use super::scratch::{self, child_env, use_rabbit_postgres, ScratchPostgres};
 
 /// Which setups to measure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -85,20 +87,8 @@ async fn rabbit_postgres(
     args: &PipelineArgs,
     mut settings: Settings,
 ) -> anyhow::Result<(f64, f64)> {
-    let suffix = hex::encode(rand::random::<[u8; 4]>());
-    let db_name = format!("labfleet_bench_{suffix}");
-    let admin = Database::connect(&args.postgres_url)
-        .await
-        .context("cannot reach PostgreSQL")?;
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE {db_name}"))
-        .await?;
-    let db_url = replace_db_name(&args.postgres_url, &db_name);
-    settings.database_url = Some(db_url.clone());
-    settings.amqp_url = Some(args.amqp_url.clone());
-    settings.queue_prefix = format!("bench-{suffix}");
-    settings.queue_expires_ms = Some(600_000);
-
+    let scratch = ScratchPostgres::create(&args.postgres_url).await?;
+    use_rabbit_postgres(&mut settings, &scratch.url, &args.amqp_url);
     let result = async {
         let conn = db::connect(&settings).await?;
         db::migrate(&conn).await?;
@@ -114,29 +104,22 @@ async fn rabbit_postgres(
         for _ in 0..args.workers {
             let child = tokio::process::Command::new(&exe)
                 .arg("worker")
-                .env("DATABASE_URL", &db_url)
-                .env("AMQP_URL", &args.amqp_url)
-                .env("LABFLEET_QUEUE_PREFIX", &settings.queue_prefix)
-                .env("LABFLEET_QUEUE_EXPIRES_MS", "600000")
-                .env("RUST_LOG", "warn")
+                .envs(child_env(&settings))
                 .stdout(Stdio::null())
                 .kill_on_drop(true)
                 .spawn()
                 .context("cannot start a worker process")?;
             children.push(child);
         }
-        let measured = drive(args, &store, &publisher).await;
+        let pids: Vec<u32> = children.iter().filter_map(|c| c.id()).collect();
+        let measured = drive(args, &store, &publisher, &pids).await;
         for mut child in children {
             let _ = child.kill().await;
         }
         measured
     }
     .await;
-    // Let the pool close before dropping the scratch database.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let _ = admin
-        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
-        .await;
+    scratch.drop_now().await;
     result
 }
 
@@ -158,7 +141,7 @@ async fn embedded(args: &PipelineArgs, mut settings: Settings) -> anyhow::Result
             labfleet_worker::Worker::new(store.clone(), publisher.clone(), settings.clone());
         let stop = tokio_util::sync::CancellationToken::new();
         let task = tokio::spawn(worker.run_until_stopped(stop.clone().cancelled_owned()));
-        let measured = drive(args, &store, &publisher).await;
+        let measured = drive(args, &store, &publisher, &[std::process::id()]).await;
         stop.cancel();
         let _ = task.await;
         measured
@@ -169,10 +152,12 @@ async fn embedded(args: &PipelineArgs, mut settings: Settings) -> anyhow::Result
 }
 
 /// Submits every job in batches and waits until all succeeded; returns (seconds, jobs/s).
+/// Samples the resident memory of `pids` at 10 %, 50 % and 100 % of the jobs (the soak view).
 async fn drive(
     args: &PipelineArgs,
     store: &JobStore,
     publisher: &Publisher,
+    pids: &[u32],
 ) -> anyhow::Result<(f64, f64)> {
     let started = Instant::now();
     let submitter = {
@@ -198,6 +183,7 @@ async fn drive(
     };
     let deadline = started + Duration::from_secs(600);
     let db = Arc::new(store.db().clone());
+    let mut sampled = 0;
     loop {
         let done = db
             .query_one(sea_orm::Statement::from_string(
@@ -208,6 +194,17 @@ async fn drive(
             .map(|r| r.try_get::<i64>("", "n"))
             .transpose()?
             .unwrap_or(0);
+        for (mark, label) in [(10, "10%"), (50, "50%"), (100, "100%")] {
+            if done as usize * 100 >= args.jobs * mark && sampled < mark {
+                sampled = mark;
+                let rss: Vec<String> = pids
+                    .iter()
+                    .filter_map(|p| scratch::rss_mib(*p))
+                    .map(|m| format!("{m:.1} MiB"))
+                    .collect();
+                println!("  worker memory at {label} of the jobs: {}", rss.join(", "));
+            }
+        }
         if done as usize >= args.jobs {
             break;
         }
@@ -222,15 +219,4 @@ async fn drive(
     submitter.await??;
     let secs = started.elapsed().as_secs_f64();
     Ok((secs, args.jobs as f64 / secs))
-}
-
-fn replace_db_name(url: &str, db: &str) -> String {
-    match url.rfind('/') {
-        Some(i) if i > "postgres://".len() => {
-            let (base, rest) = url.split_at(i);
-            let query = rest.find('?').map(|q| &rest[q..]).unwrap_or("");
-            format!("{base}/{db}{query}")
-        }
-        _ => format!("{url}/{db}"),
-    }
 }

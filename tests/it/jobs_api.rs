@@ -114,6 +114,12 @@ async fn bad_input_gets_a_4xx_naming_the_field() {
         ("/api/jobs?status=done", 422, "status"),
         ("/api/jobs?limit=0", 422, "limit"),
         ("/api/jobs?limit=abc", 400, "limit"),
+        ("/api/jobs?offset=9223372036854775808", 422, "offset"),
+        (
+            "/api/jobs/00000000-0000-0000-0000-000000000000?children_offset=99999999999",
+            422,
+            "children_offset",
+        ),
         ("/api/jobs?parent=xyz", 400, "parent"),
         ("/api/jobs?unknown=1", 400, "unknown"),
     ] {

@@ -7,3 +7,4 @@ mod harness;
 mod jobs_api;
 mod jobs_engine;
 mod outages;
+mod restarts;

@@ -40,8 +40,10 @@ pub(crate) struct ListParams {
     /// Only children of this job.
     parent: Option<String>,
     /// Page size (1–1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
     /// Rows to skip.
+    #[param(maximum = 1000000000)]
     offset: Option<u64>,
 }
 
@@ -88,7 +90,7 @@ pub(crate) async fn list(
         parent,
         created_by: None,
         limit: page_size(params.limit, "limit")?,
-        offset: params.offset.unwrap_or(0),
+        offset: page_offset(params.offset, "offset")?,
     };
     let jobs = state.store.list(&filter).await?;
     Ok(Json(JobList { ok: true, jobs }))
@@ -100,8 +102,10 @@ pub(crate) async fn list(
 #[into_params(parameter_in = Query)]
 pub(crate) struct ShowParams {
     /// Children per page (1–1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     children_limit: Option<u64>,
     /// Children to skip.
+    #[param(maximum = 1000000000)]
     children_offset: Option<u64>,
 }
 
@@ -127,7 +131,11 @@ pub(crate) async fn show(
     let limit = page_size(params.children_limit, "children_limit")?;
     let job = state
         .store
-        .get(id, limit, params.children_offset.unwrap_or(0))
+        .get(
+            id,
+            limit,
+            page_offset(params.children_offset, "children_offset")?,
+        )
         .await?;
     Ok(Json(JobView { ok: true, job }))
 }
@@ -273,6 +281,20 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
             )
         })?;
     Ok(Some(key.to_string()))
+}
+
+/// Largest offset accepted (beyond any real table, and within the database's integer range).
+const MAX_OFFSET: u64 = 1_000_000_000;
+
+fn page_offset(offset: Option<u64>, field: &str) -> Result<u64, ApiError> {
+    match offset {
+        None => Ok(0),
+        Some(n @ 0..=MAX_OFFSET) => Ok(n),
+        Some(n) => Err(ApiError::invalid(
+            field,
+            format!("{field} must be at most {MAX_OFFSET}, got {n}"),
+        )),
+    }
 }
 
 fn page_size(limit: Option<u64>, field: &str) -> Result<u64, ApiError> {

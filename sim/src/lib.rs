@@ -15,6 +15,7 @@ mod ssh;
 mod storage;
 mod tasks;
 mod tls;
+mod volumes;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

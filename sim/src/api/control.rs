@@ -152,7 +152,7 @@ fn lower_bound_query(sim: &Arc<Sim>, q: &[(String, String)]) -> Result<Value, Ap
         .enumerate()
     {
         let to = &targets[i % targets.len()];
-        let jobs = super::clone::plan(
+        let jobs = super::clone_plan::plan(
             &vm.conf.props,
             is_full,
             storage.as_deref().filter(|_| is_full),
@@ -166,7 +166,7 @@ fn lower_bound_query(sim: &Arc<Sim>, q: &[(String, String)]) -> Result<Value, Ap
             }
             .into(),
             release: 0.0,
-            phases: super::clone::phases(sim, &jobs, &vm.node, to),
+            phases: super::clone_plan::phases(sim, &jobs, &vm.node, to),
         });
     }
     Ok(json!(lower_bound(&ops, scale)))

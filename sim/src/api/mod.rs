@@ -4,12 +4,15 @@
 pub mod agent;
 pub mod auth;
 pub mod clone;
+pub mod clone_plan;
 pub mod cluster;
 pub mod control;
+pub mod lifecycle;
 pub mod power;
 pub mod qemu;
 pub mod snapshot;
 pub mod tasks;
+pub mod volumes;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -216,8 +219,8 @@ async fn route_call(
         ("GET", "/cluster/nextid") => cluster::nextid(sim, &p),
         ("GET", "/cluster/status") => Ok(cluster::status(sim)),
         ("GET", "/nodes/{node}/qemu") => Ok(qemu::list(sim, &p)),
-        ("POST", "/nodes/{node}/qemu") => qemu::create(sim, user, p).await,
-        ("DELETE", "/nodes/{node}/qemu/{vmid}") => qemu::destroy(sim, user, p).await,
+        ("POST", "/nodes/{node}/qemu") => lifecycle::create(sim, user, p).await,
+        ("DELETE", "/nodes/{node}/qemu/{vmid}") => lifecycle::destroy(sim, user, p).await,
         ("POST", "/nodes/{node}/qemu/{vmid}/clone") => clone::clone(sim, user, p).await,
         ("GET", "/nodes/{node}/qemu/{vmid}/config") => qemu::config_get(sim, &p),
         ("POST", "/nodes/{node}/qemu/{vmid}/config") => qemu::config_set(sim, user, p, false).await,

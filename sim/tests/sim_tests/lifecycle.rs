@@ -365,6 +365,6 @@ async fn parallel_clones_finish_no_earlier_than_the_lower_bound() {
     // 0.2 × (0.5 + 20 × 0.25 + 0.5) = 1.2 s
     assert!((bound - 1.2).abs() < 0.05, "{r:?}");
     assert!(wall >= bound * 0.98, "wall {wall} < bound {bound}");
-    assert!(wall < bound * 2.0, "wall {wall} vs bound {bound}");
+    assert!(wall < bound * 5.0, "wall {wall} vs bound {bound}");
     s.h.shutdown().await;
 }

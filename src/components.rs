@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use labfleet_clusters::{ClusterStore, SecretBox};
 use labfleet_jobs::{
     db,
     queue::{MemoryQueue, RabbitQueue},
@@ -15,6 +16,7 @@ pub struct Components {
     pub settings: Arc<Settings>,
     pub store: JobStore,
     pub publisher: Publisher,
+    pub clusters: ClusterStore,
 }
 
 impl Components {
@@ -39,12 +41,15 @@ impl Components {
             )),
             None => Queue::Memory(MemoryQueue::new()),
         };
+        let secrets = secret_box(&settings)?;
+        let clusters = ClusterStore::new(db.clone(), secrets);
         let store = JobStore::new(db);
         let (publisher, _marker) = Publisher::start(queue, store.clone());
         Ok(Components {
             settings: Arc::new(settings),
             store,
             publisher,
+            clusters,
         })
     }
 
@@ -59,4 +64,18 @@ impl Components {
         }
         Ok(())
     }
+}
+
+/// The cipher for cluster secrets: the configured key, or in the embedded default a key file in
+/// the data directory. With `DATABASE_URL` set a key must be configured (a clear error otherwise).
+pub fn secret_box(settings: &Settings) -> anyhow::Result<SecretBox> {
+    let embedded_dir = settings
+        .database_url
+        .is_none()
+        .then_some(settings.data_dir.as_path());
+    Ok(SecretBox::resolve(
+        settings.secret_key.as_ref(),
+        settings.secret_key_file.as_deref(),
+        embedded_dir,
+    )?)
 }

@@ -35,6 +35,14 @@ enum Command {
     Scheduler,
     /// Brings the database schema up to date and exits.
     Migrate,
+    /// Imports the legacy clusters.json once (re-running it changes nothing).
+    ImportClusters {
+        /// The legacy file: a JSON array of {id, name, host, port, user, password, verify_ssl,
+        /// is_default, is_active}.
+        file: PathBuf,
+    },
+    /// A simulated Proxmox VE cluster (REST, SSH, qcow2 disks, locks, latencies, faults).
+    Sim(labfleet_sim::SimArgs),
     /// Benchmarks that print figures and ratios.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -63,6 +71,10 @@ fn main() -> anyhow::Result<()> {
                     Command::Worker => cli::services::worker(settings).await,
                     Command::Scheduler => cli::services::scheduler(settings).await,
                     Command::Migrate => cli::services::migrate(settings).await,
+                    Command::ImportClusters { file } => {
+                        cli::services::import_clusters(settings, &file).await
+                    }
+                    Command::Sim(args) => labfleet_sim::run(args).await,
                     Command::Bench(_) => unreachable!("handled above"),
                 }
             }

@@ -20,8 +20,16 @@ pub(crate) struct Caller {
     /// The user's name (owner of the jobs it creates, scope of its idempotency keys).
     pub name: String,
     /// What it may do.
-    #[allow(dead_code)]
     pub role: Role,
+}
+
+impl Caller {
+    /// Refuses (403) callers that are not admins.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self.role {
+            Role::Admin => Ok(()),
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for Caller {

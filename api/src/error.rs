@@ -41,6 +41,14 @@ pub enum ApiError {
     /// 409: the state does not allow it, or a duplicate.
     #[error("{0}")]
     Conflict(String),
+    /// 502: a Proxmox cluster could not be reached or refused us.
+    #[error("{message}")]
+    Upstream {
+        /// What went wrong (never a secret).
+        message: String,
+        /// Which kind of failure.
+        code: &'static str,
+    },
     /// 503: a dependency (database, broker) is down.
     #[error("{0}")]
     Unavailable(String),
@@ -87,6 +95,7 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Upstream { code, .. } => (StatusCode::BAD_GATEWAY, code),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -120,6 +129,22 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(id) => ApiError::NotFound(format!("job {id} not found")),
             StoreError::Conflict(msg) => ApiError::Conflict(msg),
             e if e.is_unavailable() => {
+                ApiError::Unavailable("the database is unavailable; try again shortly".into())
+            }
+            e => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<labfleet_clusters::ClusterError> for ApiError {
+    fn from(e: labfleet_clusters::ClusterError) -> Self {
+        use labfleet_clusters::ClusterError;
+        match e {
+            ClusterError::Input(i) if i.missing => ApiError::bad_field(i.field, i.message),
+            ClusterError::Input(i) => ApiError::invalid(i.field, i.message),
+            ClusterError::NotFound(id) => ApiError::NotFound(format!("cluster {id} not found")),
+            ClusterError::Conflict(msg) => ApiError::Conflict(msg),
+            ClusterError::Db(db) if labfleet_jobs::store::is_connection_error(&db) => {
                 ApiError::Unavailable("the database is unavailable; try again shortly".into())
             }
             e => ApiError::Internal(e.to_string()),

@@ -5,7 +5,7 @@ use utoipa::{
     Modify, OpenApi,
 };
 
-use crate::routes::{health, jobs};
+use crate::routes::{clusters, health, jobs};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,10 +13,12 @@ use crate::routes::{health, jobs};
     paths(
         health::healthz, health::readyz, health::metrics,
         jobs::list, jobs::show, jobs::create, jobs::cancel, jobs::retry,
+        clusters::list, clusters::create, clusters::update, clusters::delete, clusters::test,
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&BearerAuth),
     tags((name = "jobs", description = "Jobs and their progress"),
+         (name = "clusters", description = "Proxmox clusters (admin)"),
          (name = "operations", description = "Health and metrics")),
 )]
 pub(crate) struct ApiDoc;

@@ -7,9 +7,10 @@ use axum::{
     http::{Request, StatusCode},
     middleware,
     response::IntoResponse,
-    routing::{get, post},
+    routing::{get, post, put},
     Router,
 };
+use labfleet_clusters::ClusterStore;
 use labfleet_jobs::{JobStore, Publisher, Settings};
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 
@@ -27,10 +28,12 @@ impl Application {
         settings: Arc<Settings>,
         store: JobStore,
         publisher: Publisher,
+        clusters: ClusterStore,
     ) -> std::io::Result<Application> {
         let listener = tokio::net::TcpListener::bind(settings.bind).await?;
         let state = AppState {
             store,
+            clusters,
             publisher,
             settings,
             prometheus: telemetry::prometheus(),
@@ -71,6 +74,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs/{id}", get(routes::jobs::show))
         .route("/api/jobs/{id}/cancel", post(routes::jobs::cancel))
         .route("/api/jobs/{id}/retry", post(routes::jobs::retry))
+        .route(
+            "/api/cluster-config",
+            get(routes::clusters::list).post(routes::clusters::create),
+        )
+        .route(
+            "/api/cluster-config/{db_id}",
+            put(routes::clusters::update).delete(routes::clusters::delete),
+        )
+        .route("/api/cluster-config/{db_id}/test", post(routes::clusters::test))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             (

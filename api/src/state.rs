@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use labfleet_clusters::ClusterStore;
 use labfleet_jobs::{JobStore, Publisher, Settings};
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -10,6 +11,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 pub struct AppState {
     /// Jobs.
     pub store: JobStore,
+    /// Registered clusters.
+    pub clusters: ClusterStore,
     /// Publishes jobs after commit.
     pub publisher: Publisher,
     /// Settings the process was built from.

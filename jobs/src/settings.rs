@@ -23,6 +23,11 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Bootstrap admin token (`Authorization: Bearer …`).
     pub admin_token: Option<SecretString>,
+    /// Key that encrypts cluster secrets at rest: 32 bytes as hex or base64. Required with
+    /// `DATABASE_URL`; the embedded default keeps one in `<data_dir>/secret.key`.
+    pub secret_key: Option<SecretString>,
+    /// A file holding the secret key instead.
+    pub secret_key_file: Option<PathBuf>,
     /// Prefix of every queue name, so several installations (or tests) share one broker.
     pub queue_prefix: String,
     /// Let RabbitMQ delete labfleet's queues after this long unused (tests); unset in production.
@@ -47,6 +52,8 @@ impl Default for Settings {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("labfleet-data"),
             admin_token: None,
+            secret_key: None,
+            secret_key_file: None,
             queue_prefix: "labfleet".into(),
             queue_expires_ms: None,
             database: DatabaseSettings::default(),

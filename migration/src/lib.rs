@@ -4,6 +4,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_jobs;
+mod m20261123_000002_clusters;
 
 /// The ordered list of labfleet's migrations.
 pub struct Migrator;
@@ -11,6 +12,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261123_000001_jobs::Migration)]
+        vec![
+            Box::new(m20261123_000001_jobs::Migration),
+            Box::new(m20261123_000002_clusters::Migration),
+        ]
     }
 }

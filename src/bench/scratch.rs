@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use labfleet_jobs::Settings;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use secrecy::ExposeSecret;
 
 /// A scratch PostgreSQL database; `drop_now` removes it.
 pub struct ScratchPostgres {
@@ -48,6 +49,7 @@ pub fn use_rabbit_postgres(settings: &mut Settings, db_url: &str, amqp_url: &str
     settings.amqp_url = Some(amqp_url.to_string());
     settings.queue_prefix = format!("bench-{}", hex::encode(rand::random::<[u8; 4]>()));
     settings.queue_expires_ms = Some(600_000);
+    settings.secret_key = Some(hex::encode(rand::random::<[u8; 32]>()).into());
 }
 
 /// Environment for a child `labfleet` process with these settings.
@@ -62,6 +64,9 @@ pub fn child_env(settings: &Settings) -> Vec<(&'static str, String)> {
     }
     if let Some(url) = &settings.amqp_url {
         env.push(("AMQP_URL", url.clone()));
+    }
+    if let Some(key) = &settings.secret_key {
+        env.push(("LABFLEET_SECRET_KEY", key.expose_secret().to_string()));
     }
     if let Some(ms) = settings.queue_expires_ms {
         env.push(("LABFLEET_QUEUE_EXPIRES_MS", ms.to_string()));

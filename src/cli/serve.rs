@@ -24,6 +24,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         parts.settings.clone(),
         parts.store.clone(),
         parts.publisher.clone(),
+        parts.clusters.clone(),
     )
     .await
     .with_context(|| format!("cannot listen on {}", parts.settings.bind))?;

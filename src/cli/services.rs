@@ -24,6 +24,7 @@ pub async fn api(settings: Settings) -> anyhow::Result<()> {
         parts.settings.clone(),
         parts.store.clone(),
         parts.publisher.clone(),
+        parts.clusters.clone(),
     )
     .await
     .with_context(|| format!("cannot listen on {}", parts.settings.bind))?;
@@ -70,5 +71,29 @@ pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
         .await
         .context("cannot migrate the database")?;
     println!("database schema is up to date");
+    Ok(())
+}
+
+/// Imports the legacy clusters.json and prints what happened to each entry.
+pub async fn import_clusters(settings: Settings, file: &std::path::Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let parts = Components::build(settings).await?;
+    let report = labfleet_clusters::import::import(&parts.clusters, &text).await?;
+    for id in &report.imported {
+        println!("imported {id}");
+    }
+    for id in &report.unchanged {
+        println!("unchanged {id} (already registered)");
+    }
+    for (index, reason) in &report.skipped {
+        println!("skipped entry {index}: {reason}");
+    }
+    println!(
+        "{} imported, {} unchanged, {} skipped",
+        report.imported.len(),
+        report.unchanged.len(),
+        report.skipped.len()
+    );
     Ok(())
 }

@@ -13,7 +13,7 @@ use labfleet_jobs::{
     JobStore, Publisher, Queue, Settings,
 };
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use tokio::{sync::OnceCell, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -36,6 +36,7 @@ pub enum Backend {
 #[allow(dead_code)] // fields used by some test modules only
 pub struct TestApp {
     pub addr: SocketAddr,
+    pub clusters: labfleet_clusters::ClusterStore,
     pub http: reqwest::Client,
     pub store: JobStore,
     pub settings: Settings,
@@ -53,6 +54,7 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
         bind: "127.0.0.1:0".parse().expect("addr"),
         data_dir: dir.to_path_buf(),
         admin_token: Some(SecretString::from(TOKEN)),
+        secret_key: Some(SecretString::from(hex::encode(rand::random::<[u8; 32]>()))),
         queue_prefix: format!("it-{}", hex_id()),
         queue_expires_ms: Some(120_000),
         ..Settings::default()
@@ -86,6 +88,13 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
     let database_url = settings.effective_database_url();
     let conn = db::connect(&settings).await.expect("connect");
     db::migrate(&conn).await.expect("migrate");
+    let clusters = labfleet_clusters::ClusterStore::new(
+        conn.clone(),
+        labfleet_clusters::SecretBox::from_encoded(
+            settings.secret_key.as_ref().expect("key").expose_secret(),
+        )
+        .expect("key"),
+    );
     let store = JobStore::new(conn);
     let queue = match &settings.amqp_url {
         Some(url) => Queue::Rabbit(RabbitQueue::new(
@@ -98,9 +107,14 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
     let (publisher, _marker) = Publisher::start(queue.clone(), store.clone());
     let stop = CancellationToken::new();
     let shared = Arc::new(settings.clone());
-    let api = labfleet_api::Application::build(shared.clone(), store.clone(), publisher.clone())
-        .await
-        .expect("bind");
+    let api = labfleet_api::Application::build(
+        shared.clone(),
+        store.clone(),
+        publisher.clone(),
+        clusters.clone(),
+    )
+    .await
+    .expect("bind");
     let addr = api.local_addr().expect("addr");
     let mut tasks = Vec::new();
     let s = stop.clone();
@@ -117,6 +131,7 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
     }));
     TestApp {
         addr,
+        clusters,
         http: reqwest::Client::new(),
         store,
         settings,
@@ -321,4 +336,60 @@ macro_rules! both_backends {
             }
         }
     };
+}
+
+/// Every log line the test process writes (all levels from debug), so tests can prove that no
+/// secret is ever logged. Installed once per test process.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&log_buffer().lock().unwrap()).to_string()
+}
+
+fn log_buffer() -> &'static std::sync::Mutex<Vec<u8>> {
+    static BUFFER: std::sync::OnceLock<std::sync::Mutex<Vec<u8>>> = std::sync::OnceLock::new();
+    BUFFER.get_or_init(Default::default)
+}
+
+struct Capture;
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        log_buffer().lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs the capturing subscriber (idempotent).
+pub fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::new(
+            "debug,lapin=info,amq_protocol=info,h2=info,hyper=info,hyper_util=info,rustls=info,tokio_util=info",
+        );
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(|| Capture)
+            .try_init();
+    });
+}
+
+/// A simulated Proxmox cluster over HTTPS (self-signed), in this process, on port 0.
+pub async fn spawn_sim() -> (labfleet_sim::SimHandle, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = labfleet_sim::SimConfig::for_tests(dir.path());
+    config.plain_http = false;
+    let sim = labfleet_sim::start(config).await.expect("simulator");
+    (sim, dir)
+}
+
+/// The port of a simulator's URL.
+pub fn sim_port(sim: &labfleet_sim::SimHandle) -> u16 {
+    sim.url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .expect("port in url")
 }

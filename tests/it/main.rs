@@ -3,6 +3,7 @@
 //! database (a copy of a migrated PostgreSQL template, or a SQLite file), its own queue prefix on
 //! the real RabbitMQ, and its own API on port 0.
 
+mod clusters;
 mod harness;
 mod jobs_api;
 mod jobs_engine;

@@ -1,4 +1,5 @@
 //! The routes, one module per resource.
 
+pub(crate) mod clusters;
 pub(crate) mod health;
 pub(crate) mod jobs;

@@ -3,6 +3,7 @@
 use std::{process::Stdio, time::Duration};
 
 use sea_orm::ConnectionTrait;
+use secrecy::ExposeSecret;
 use serde_json::json;
 
 use crate::harness::{spawn_app_with, Backend, AMQP_URL};
@@ -17,6 +18,10 @@ fn spawn_worker(app: &crate::harness::TestApp) -> tokio::process::Child {
         .env("LABFLEET_WORKER__LEASE_SECS", "3")
         .env("LABFLEET_WORKER__CONCURRENCY__DIAG", "8")
         .env("LABFLEET_RETRY__INITIAL_DELAY_MS", "50")
+        .env(
+            "LABFLEET_SECRET_KEY",
+            app.settings.secret_key.as_ref().unwrap().expose_secret(),
+        )
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .kill_on_drop(true)

@@ -1,0 +1,184 @@
+//! `/api/cluster-config`: the admin's cluster registry, with the seed's request and response
+//! shapes. Secrets are accepted, never returned.
+
+use axum::{
+    body::Bytes,
+    extract::{FromRequestParts, Path, State},
+    http::{request::Parts, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use labfleet_clusters::{connection::ConnectionError, ClusterInput, ClusterView};
+use serde::Serialize;
+
+use crate::{auth::Caller, error::ApiError, extract::parse_json, state::AppState};
+
+/// The `{db_id}` path segment.
+pub(crate) struct DbId(i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for DbId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| {
+                ApiError::bad_field("db_id", "the path must end with one cluster db_id")
+            })?;
+        raw.parse::<i64>()
+            .ok()
+            .filter(|id| *id > 0)
+            .map(DbId)
+            .ok_or_else(|| {
+                ApiError::bad_field(
+                    "db_id",
+                    format!("`{raw}` is not a cluster db_id (a positive integer)"),
+                )
+            })
+    }
+}
+
+/// Every cluster.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ClusterList {
+    ok: bool,
+    clusters: Vec<ClusterView>,
+}
+
+/// One cluster.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct OneCluster {
+    ok: bool,
+    cluster: ClusterView,
+}
+
+/// List clusters (admin). Secrets are never included; `has_*` says which are set.
+#[utoipa::path(get, path = "/api/cluster-config", tag = "clusters", security(("bearer" = [])),
+    responses((status = 200, body = ClusterList), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody)))]
+pub(crate) async fn list(
+    caller: Caller,
+    State(state): State<AppState>,
+) -> Result<Json<ClusterList>, ApiError> {
+    caller.require_admin()?;
+    let clusters = state
+        .clusters
+        .list()
+        .await?
+        .iter()
+        .map(ClusterView::from)
+        .collect();
+    Ok(Json(ClusterList { ok: true, clusters }))
+}
+
+/// Register a cluster (admin).
+#[utoipa::path(post, path = "/api/cluster-config", tag = "clusters", request_body = ClusterInput,
+    security(("bearer" = [])),
+    responses((status = 201, body = OneCluster), (status = 400, body = crate::error::ErrorBody),
+        (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
+pub(crate) async fn create(
+    caller: Caller,
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let input: ClusterInput = parse_json(&body)?;
+    let saved = state.clusters.create(input).await?;
+    tracing::info!(cluster = %saved.cluster_id, by = %caller.name, "cluster registered");
+    Ok((
+        StatusCode::CREATED,
+        Json(OneCluster {
+            ok: true,
+            cluster: ClusterView::from(&saved),
+        }),
+    )
+        .into_response())
+}
+
+/// Change a cluster (admin). Omitted fields and empty secrets keep their stored values.
+#[utoipa::path(put, path = "/api/cluster-config/{db_id}", tag = "clusters", request_body = ClusterInput,
+    params(("db_id" = i64, Path, description = "Cluster row id")), security(("bearer" = [])),
+    responses((status = 200, body = OneCluster), (status = 400, body = crate::error::ErrorBody),
+        (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody),
+        (status = 422, body = crate::error::ErrorBody)))]
+pub(crate) async fn update(
+    caller: Caller,
+    State(state): State<AppState>,
+    DbId(db_id): DbId,
+    body: Bytes,
+) -> Result<Json<OneCluster>, ApiError> {
+    caller.require_admin()?;
+    let input: ClusterInput = parse_json(&body)?;
+    let saved = state.clusters.update(db_id, input).await?;
+    tracing::info!(cluster = %saved.cluster_id, by = %caller.name, "cluster updated");
+    Ok(Json(OneCluster {
+        ok: true,
+        cluster: ClusterView::from(&saved),
+    }))
+}
+
+/// Acknowledgement.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Done {
+    ok: bool,
+}
+
+/// Remove a cluster (admin). The last cluster cannot be removed.
+#[utoipa::path(delete, path = "/api/cluster-config/{db_id}", tag = "clusters",
+    params(("db_id" = i64, Path, description = "Cluster row id")), security(("bearer" = [])),
+    responses((status = 200, body = Done), (status = 404, body = crate::error::ErrorBody),
+        (status = 409, body = crate::error::ErrorBody)))]
+pub(crate) async fn delete(
+    caller: Caller,
+    State(state): State<AppState>,
+    DbId(db_id): DbId,
+) -> Result<Json<Done>, ApiError> {
+    caller.require_admin()?;
+    state.clusters.delete(db_id).await?;
+    tracing::info!(cluster.db_id = db_id, by = %caller.name, "cluster deleted");
+    Ok(Json(Done { ok: true }))
+}
+
+/// A successful connection test.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct TestResult {
+    ok: bool,
+    message: String,
+    #[serde(flatten)]
+    report: labfleet_clusters::ConnectionReport,
+}
+
+/// Test the connection to a cluster (admin): log in, read the version and the nodes. A cluster
+/// that cannot be reached or refuses the credentials answers 502 with the reason.
+#[utoipa::path(post, path = "/api/cluster-config/{db_id}/test", tag = "clusters",
+    params(("db_id" = i64, Path, description = "Cluster row id")), security(("bearer" = [])),
+    responses((status = 200, body = TestResult), (status = 404, body = crate::error::ErrorBody),
+        (status = 502, body = crate::error::ErrorBody)))]
+pub(crate) async fn test(
+    caller: Caller,
+    State(state): State<AppState>,
+    DbId(db_id): DbId,
+) -> Result<Json<TestResult>, ApiError> {
+    caller.require_admin()?;
+    let cluster = state.clusters.get(db_id).await?;
+    let secrets = state.clusters.secrets_of(&cluster)?;
+    match labfleet_clusters::test_connection(&cluster, &secrets).await {
+        Ok(report) => Ok(Json(TestResult {
+            ok: true,
+            message: "Connection successful".into(),
+            report,
+        })),
+        Err(e) => {
+            let code = e.code();
+            tracing::info!(cluster = %cluster.cluster_id, error = %e, "cluster connection test failed");
+            Err(ApiError::Upstream {
+                message: connection_message(&e),
+                code,
+            })
+        }
+    }
+}
+
+fn connection_message(e: &ConnectionError) -> String {
+    format!("connection failed: {e}")
+}

@@ -1,0 +1,16 @@
+//! The cluster registry: Proxmox VE clusters an admin registers, stored in the database and used
+//! live (no restart). Secrets (password, API token secret, SSH password and key) are encrypted at
+//! rest and never leave this crate in clear text except towards Proxmox itself.
+
+pub mod connection;
+pub mod import;
+pub mod input;
+pub mod secrets;
+pub mod store;
+pub mod view;
+
+pub use connection::{test_connection, ConnectionReport};
+pub use input::{ClusterInput, InputError};
+pub use secrets::{SecretBox, SecretKeyError};
+pub use store::{ClusterError, ClusterStore};
+pub use view::ClusterView;

@@ -1,0 +1,149 @@
+//! Registered Proxmox clusters, with encrypted secret columns.
+
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+#[derive(DeriveIden)]
+enum Clusters {
+    Table,
+    Id,
+    ClusterId,
+    Name,
+    Host,
+    Port,
+    Username,
+    PasswordEnc,
+    TokenId,
+    TokenSecretEnc,
+    VerifySsl,
+    TlsFingerprint,
+    SshUser,
+    SshPort,
+    SshPasswordEnc,
+    SshPrivateKeyEnc,
+    SshHostKeyFingerprint,
+    IsActive,
+    IsDefault,
+    Priority,
+    AllowVmDeployment,
+    AllowTemplateSync,
+    AllowIsoSync,
+    AutoShutdownEnabled,
+    DefaultStorage,
+    TemplateStorage,
+    Description,
+    VmidRangeStart,
+    VmidRangeEnd,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Clusters::Table)
+                    .col(
+                        ColumnDef::new(Clusters::Id)
+                            .big_integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Clusters::ClusterId)
+                            .string_len(64)
+                            .not_null()
+                            .unique_key(),
+                    )
+                    .col(ColumnDef::new(Clusters::Name).string_len(100).not_null())
+                    .col(ColumnDef::new(Clusters::Host).string_len(253).not_null())
+                    .col(ColumnDef::new(Clusters::Port).integer().not_null())
+                    .col(
+                        ColumnDef::new(Clusters::Username)
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Clusters::PasswordEnc).text().null())
+                    .col(ColumnDef::new(Clusters::TokenId).string_len(256).null())
+                    .col(ColumnDef::new(Clusters::TokenSecretEnc).text().null())
+                    .col(ColumnDef::new(Clusters::VerifySsl).boolean().not_null())
+                    .col(
+                        ColumnDef::new(Clusters::TlsFingerprint)
+                            .string_len(128)
+                            .null(),
+                    )
+                    .col(ColumnDef::new(Clusters::SshUser).string_len(64).not_null())
+                    .col(ColumnDef::new(Clusters::SshPort).integer().not_null())
+                    .col(ColumnDef::new(Clusters::SshPasswordEnc).text().null())
+                    .col(ColumnDef::new(Clusters::SshPrivateKeyEnc).text().null())
+                    .col(
+                        ColumnDef::new(Clusters::SshHostKeyFingerprint)
+                            .string_len(128)
+                            .null(),
+                    )
+                    .col(ColumnDef::new(Clusters::IsActive).boolean().not_null())
+                    .col(ColumnDef::new(Clusters::IsDefault).boolean().not_null())
+                    .col(ColumnDef::new(Clusters::Priority).integer().not_null())
+                    .col(
+                        ColumnDef::new(Clusters::AllowVmDeployment)
+                            .boolean()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Clusters::AllowTemplateSync)
+                            .boolean()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Clusters::AllowIsoSync).boolean().not_null())
+                    .col(
+                        ColumnDef::new(Clusters::AutoShutdownEnabled)
+                            .boolean()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Clusters::DefaultStorage)
+                            .string_len(100)
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(Clusters::TemplateStorage)
+                            .string_len(100)
+                            .null(),
+                    )
+                    .col(ColumnDef::new(Clusters::Description).text().null())
+                    .col(
+                        ColumnDef::new(Clusters::VmidRangeStart)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Clusters::VmidRangeEnd)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Clusters::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Clusters::UpdatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(Clusters::Table).to_owned())
+            .await
+    }
+}

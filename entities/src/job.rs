@@ -18,6 +18,7 @@ pub struct Model {
     pub max_attempts: i32,
     pub lease_owner: Option<String>,
     pub lease_expires_at: Option<DateTimeUtc>,
+    pub lease_token: Option<Uuid>,
     pub next_run_at: Option<DateTimeUtc>,
     pub published: bool,
     pub cancel_requested: bool,

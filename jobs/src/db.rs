@@ -26,8 +26,11 @@ pub async fn connect(settings: &Settings) -> Result<DatabaseConnection, DbErr> {
     }
     let mut opts = ConnectOptions::new(url);
     let acquire = Duration::from_millis(settings.database.acquire_timeout_ms);
+    // SQLite: one connection. Its deferred transactions fail at once with "database is locked"
+    // when another connection commits between their read and their write (busy_timeout does not
+    // help there), and one writer at a time is all SQLite allows anyway.
     opts.max_connections(if sqlite {
-        settings.database.max_connections.min(8)
+        1
     } else {
         settings.database.max_connections
     })

@@ -35,18 +35,15 @@ impl RetryPolicy {
             .build()
     }
 
-    /// The delay before attempt `failed_attempt + 1`, after attempt `failed_attempt` (1-based)
-    /// failed transiently; `None` once attempts are exhausted.
-    pub fn delay_after(&self, failed_attempt: u32) -> Option<Duration> {
-        if failed_attempt >= self.settings.max_attempts {
-            return None;
-        }
+    /// The delay before the next attempt after attempt `failed_attempt` (1-based) failed
+    /// transiently. Whether there is a next attempt is the job's own `max_attempts` to decide.
+    pub fn delay_after(&self, failed_attempt: u32) -> Duration {
         let mut backoff = self.exponential();
-        let mut delay = Duration::ZERO;
+        let mut delay = Duration::from_millis(self.settings.initial_delay_ms);
         for _ in 0..failed_attempt.max(1) {
-            delay = backoff.next_backoff()?;
+            delay = backoff.next_backoff().unwrap_or(backoff.max_interval);
         }
-        Some(delay)
+        delay
     }
 }
 
@@ -94,17 +91,21 @@ mod tests {
     #[test]
     fn delays_grow_and_are_capped_without_jitter() {
         let p = policy(0.0);
-        assert_eq!(p.delay_after(1), Some(Duration::from_millis(100)));
-        assert_eq!(p.delay_after(2), Some(Duration::from_millis(200)));
-        assert_eq!(p.delay_after(3), Some(Duration::from_millis(300)));
-        assert_eq!(p.delay_after(4), None, "attempts are exhausted");
+        assert_eq!(p.delay_after(1), Duration::from_millis(100));
+        assert_eq!(p.delay_after(2), Duration::from_millis(200));
+        assert_eq!(p.delay_after(3), Duration::from_millis(300));
+        assert_eq!(
+            p.delay_after(9),
+            Duration::from_millis(300),
+            "capped, never exhausted"
+        );
     }
 
     #[test]
     fn jitter_stays_within_its_band() {
         let p = policy(0.5);
         for _ in 0..100 {
-            let d = p.delay_after(1).expect("attempts left").as_millis();
+            let d = p.delay_after(1).as_millis();
             assert!((50..=150).contains(&d), "{d} ms outside ±50% of 100 ms");
         }
     }

@@ -94,7 +94,7 @@ impl JobSpec {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NoopArgs {
-    /// How long the job works, in milliseconds (at most 60,000: no delivery is held longer).
+    /// How long the job works, in milliseconds (at most 50,000: no delivery is held long).
     pub duration_ms: u64,
     /// Fail with a transient error on the first N attempts.
     pub fail_attempts: u32,
@@ -116,7 +116,7 @@ pub struct NoopArgs {
 
 impl NoopArgs {
     /// Upper bounds, so a diagnostic job cannot hold a delivery or fan out without limit.
-    pub const MAX_DURATION_MS: u64 = 60_000;
+    pub const MAX_DURATION_MS: u64 = 50_000;
     /// See [`NoopArgs::MAX_DURATION_MS`].
     pub const MAX_CHILDREN: u32 = 10_000;
     /// See [`NoopArgs::MAX_DURATION_MS`].

@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_jobs;
 mod m20261123_000002_clusters;
+mod m20261123_000003_lease_token;
 
 /// The ordered list of labfleet's migrations.
 pub struct Migrator;
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261123_000001_jobs::Migration),
             Box::new(m20261123_000002_clusters::Migration),
+            Box::new(m20261123_000003_lease_token::Migration),
         ]
     }
 }

@@ -37,14 +37,24 @@ pub struct Worker {
     pub(crate) shared: Arc<Shared>,
 }
 
+/// A job running in this process.
+pub(crate) struct RunningJob {
+    /// The claim it runs under.
+    pub(crate) lease_token: Uuid,
+    /// When it was claimed (a lease renewal that started earlier cannot have seen it).
+    pub(crate) claimed_at: Instant,
+    /// Stops its handler.
+    pub(crate) cancel: CancellationToken,
+}
+
 pub(crate) struct Shared {
     pub(crate) id: String,
     pub(crate) store: JobStore,
     pub(crate) publisher: Publisher,
     pub(crate) settings: Settings,
     pub(crate) policy: RetryPolicy,
-    /// Cancellation handles of the jobs running in this process.
-    pub(crate) running: Mutex<HashMap<Uuid, CancellationToken>>,
+    /// The jobs running in this process: their claim and cancellation handle.
+    pub(crate) running: Mutex<HashMap<Uuid, RunningJob>>,
     /// Set once shutdown's grace period is over: stopped jobs are handed back, not cancelled.
     pub(crate) handing_back: AtomicBool,
 }
@@ -119,7 +129,7 @@ impl Worker {
             tracing::warn!("grace period over: handing running jobs back");
             s.handing_back.store(true, Ordering::SeqCst);
             if let Ok(running) = s.running.lock() {
-                running.values().for_each(CancellationToken::cancel);
+                running.values().for_each(|r| r.cancel.cancel());
             }
             tracker.wait().await;
         }
@@ -278,7 +288,14 @@ async fn run_claimed(
         };
         let cancel = CancellationToken::new();
         if let Ok(mut running) = s.running.lock() {
-            running.insert(job.id, cancel.clone());
+            running.insert(
+                job.id,
+                RunningJob {
+                    lease_token: job.lease_token,
+                    claimed_at: started,
+                    cancel: cancel.clone(),
+                },
+            );
         }
         let ctx = JobContext {
             job_id: job.id,
@@ -299,7 +316,13 @@ async fn run_claimed(
             ))),
         };
         if let Ok(mut running) = s.running.lock() {
-            running.remove(&job.id);
+            // A newer claim of the same job (after a lost lease) keeps its own entry.
+            if running
+                .get(&job.id)
+                .is_some_and(|r| r.lease_token == job.lease_token)
+            {
+                running.remove(&job.id);
+            }
         }
         to_outcome(s, &job, result)
     }
@@ -314,6 +337,7 @@ async fn run_claimed(
     Finished {
         completion: Completion {
             job_id: job.id,
+            lease_token: job.lease_token,
             attempt: job.attempt,
             outcome,
         },
@@ -343,14 +367,15 @@ fn to_outcome(s: &Shared, job: &Claimed, result: Result<JobOutcome, JobError>) -
             reason: "cancelled on request".into(),
         },
         Err(JobError::Permanent(error)) => Outcome::Failed { error },
-        Err(JobError::Transient(error)) => match s.policy.delay_after(job.attempt.max(1) as u32) {
-            Some(delay) if job.attempt < job.max_attempts => Outcome::Retry {
+        Err(JobError::Transient(error)) if job.attempt < job.max_attempts => {
+            let delay = s.policy.delay_after(job.attempt.max(1) as u32);
+            Outcome::Retry {
                 at: Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
                 error,
-            },
-            _ => Outcome::Dead {
-                error: format!("{error} (after {} attempts)", job.attempt),
-            },
+            }
+        }
+        Err(JobError::Transient(error)) => Outcome::Dead {
+            error: format!("{error} (after {} attempts)", job.attempt),
         },
     }
 }

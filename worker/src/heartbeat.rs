@@ -1,16 +1,23 @@
-//! Lease renewal: one statement per interval extends every lease this worker holds, and reports
-//! which of its jobs were asked to stop, so their handlers are cancelled.
+//! Lease renewal: one statement per interval extends every lease this worker holds and reports
+//! each held claim. Handlers whose job was asked to stop are cancelled, and so are handlers whose
+//! claim is gone (the job was taken back after a lost lease): their outcome would be refused.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::engine::Shared;
 
 pub(crate) async fn heartbeat_loop(s: Arc<Shared>, stop: CancellationToken) {
     let lease = s.settings.worker.lease();
-    // Renew well before expiry, and check cancellations at least every few seconds.
+    // Renew well before expiry, and check cancellations at least every few seconds. Leases are
+    // renewed even when no handler runs: outcomes waiting to be written still hold theirs.
     let every = (lease / 3).min(Duration::from_secs(2));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -19,17 +26,24 @@ pub(crate) async fn heartbeat_loop(s: Arc<Shared>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let nothing_running = s.running.lock().map(|r| r.is_empty()).unwrap_or(true);
-        if nothing_running {
-            continue;
-        }
+        let renewing_since = Instant::now();
         let until = Utc::now() + chrono::Duration::from_std(lease).unwrap_or_default();
         match s.store.renew_leases(&s.id, until).await {
-            Ok(cancelled) => {
+            Ok(held) => {
+                let held: HashMap<Uuid, (Option<Uuid>, bool)> = held
+                    .into_iter()
+                    .map(|h| (h.job_id, (h.lease_token, h.cancel_requested)))
+                    .collect();
                 if let Ok(running) = s.running.lock() {
-                    for id in cancelled {
-                        if let Some(token) = running.get(&id) {
-                            token.cancel();
+                    for (id, job) in running.iter() {
+                        match held.get(id) {
+                            Some((_, true)) => job.cancel.cancel(),
+                            Some((token, false)) if *token == Some(job.lease_token) => {}
+                            _ if job.claimed_at < renewing_since => {
+                                tracing::warn!(job.id = %id, "lease lost: the job was taken over; stopping this run");
+                                job.cancel.cancel();
+                            }
+                            _ => {}
                         }
                     }
                 }

@@ -46,6 +46,22 @@ pub struct DeadLetter {
     pub error: String,
 }
 
+/// Longest a publish may wait for the broker (a blocked or black-holed broker must not stall the
+/// worker's writes or the API).
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn bounded<T>(
+    op: impl std::future::Future<Output = Result<T, QueueError>>,
+) -> Result<T, QueueError> {
+    tokio::time::timeout(PUBLISH_TIMEOUT, op)
+        .await
+        .unwrap_or_else(|_| {
+            Err(QueueError::Unavailable(format!(
+                "no confirm from the broker within {PUBLISH_TIMEOUT:?}"
+            )))
+        })
+}
+
 /// The transport in use: chosen once at start-up from `Settings::amqp_url`.
 #[derive(Clone)]
 pub enum Queue {
@@ -67,7 +83,7 @@ impl Queue {
     pub async fn publish(&self, family: Family, ids: &[Uuid]) -> Result<(), QueueError> {
         match self {
             Queue::Memory(q) => q.publish(family, ids, None),
-            Queue::Rabbit(q) => q.publish(family, ids, None).await,
+            Queue::Rabbit(q) => bounded(q.publish(family, ids, None)).await,
         }
     }
 
@@ -80,7 +96,7 @@ impl Queue {
     ) -> Result<(), QueueError> {
         match self {
             Queue::Memory(q) => q.publish(family, ids, Some(delay)),
-            Queue::Rabbit(q) => q.publish(family, ids, Some(delay)).await,
+            Queue::Rabbit(q) => bounded(q.publish(family, ids, Some(delay))).await,
         }
     }
 
@@ -91,7 +107,7 @@ impl Queue {
                 q.dead_letter(letter.clone());
                 Ok(())
             }
-            Queue::Rabbit(q) => q.publish_dead_letter(letter).await,
+            Queue::Rabbit(q) => bounded(q.publish_dead_letter(letter)).await,
         }
     }
 

@@ -334,6 +334,25 @@ impl RabbitQueue {
         }
     }
 
+    /// Removes and returns the job ids waiting in a family's queue (for tests and diagnostics).
+    pub async fn take_job_ids(&self, family: Family) -> Result<Vec<Uuid>, QueueError> {
+        let queue = self.queue_name(family);
+        let channel = {
+            let mut state = self.inner.state.lock().await;
+            let link = self.link(&mut state).await?;
+            self.declare(link, &queue, self.base_args()).await?;
+            link.publisher.clone()
+        };
+        let mut ids = Vec::new();
+        while let Some(msg) = channel
+            .basic_get(&queue, BasicGetOptions { no_ack: true })
+            .await?
+        {
+            ids.extend(parse_job_id(&msg.delivery.data));
+        }
+        Ok(ids)
+    }
+
     /// Removes and returns every dead letter (for tests and the operator's inspection).
     pub async fn take_dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
         let queue = self.dead_letter_queue();

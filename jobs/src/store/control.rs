@@ -41,28 +41,35 @@ impl JobStore {
         let txn = self.db.begin().await?;
         let mut events = Vec::new();
         let mut stop_requested = 0;
-        for target in [Target::Children, Target::Itself] {
+        // The job itself first: on PostgreSQL this waits for a fan-out in progress (it holds the
+        // parent row), so the children statement below then sees every child it created.
+        for target in [Target::Itself, Target::Children] {
             let scope = match target {
                 Target::Children => "parent_id = ?",
                 Target::Itself => "id = ?",
             };
+            // First mark every unfinished job: a worker that lets go of one later (park,
+            // retry, hand-back) then cancels it itself, whatever the interleaving.
+            txn.execute(sql(
+                backend,
+                &format!(
+                    "UPDATE jobs SET cancel_requested = ?, updated_at = ? WHERE {scope} \
+                     AND status IN ('queued', 'running', 'retrying')"
+                ),
+                vec![true.into(), now.into(), id.into()],
+            ))
+            .await?;
             // Nobody holds these: cancel them now.
             let cancelled = txn
                 .query_all(sql(
                     backend,
                     &format!(
                         "UPDATE jobs SET status = 'cancelled', error = ?, finished_at = ?, \
-                         updated_at = ?, cancel_requested = ? WHERE {scope} AND \
+                         updated_at = ? WHERE {scope} AND \
                          (status IN ('queued', 'retrying') OR (status = 'running' AND lease_owner IS NULL)) \
                          RETURNING id, attempts"
                     ),
-                    vec![
-                        reason.into(),
-                        now.into(),
-                        now.into(),
-                        true.into(),
-                        id.into(),
-                    ],
+                    vec![reason.into(), now.into(), now.into(), id.into()],
                 ))
                 .await?;
             for r in &cancelled {
@@ -76,18 +83,21 @@ impl JobStore {
                     Some(reason.to_string()),
                 ));
             }
-            // A worker holds these: ask it to stop.
-            let res = txn
-                .execute(sql(
+            // A worker holds the rest: it stops at its next lease renewal.
+            let held = txn
+                .query_one(sql(
                     backend,
                     &format!(
-                        "UPDATE jobs SET cancel_requested = ?, updated_at = ? WHERE {scope} \
+                        "SELECT COUNT(*) AS n FROM jobs WHERE {scope} \
                          AND status = 'running' AND lease_owner IS NOT NULL"
                     ),
-                    vec![true.into(), now.into(), id.into()],
+                    vec![id.into()],
                 ))
-                .await?;
-            stop_requested += res.rows_affected();
+                .await?
+                .map(|r| r.try_get::<i64>("", "n"))
+                .transpose()?
+                .unwrap_or(0);
+            stop_requested += held as u64;
         }
         insert_events(&txn, events).await?;
         txn.commit().await?;
@@ -116,7 +126,7 @@ impl JobStore {
         let txn = self.db.begin().await?;
         let reset = "status = 'queued', attempts = 0, error = NULL, finished_at = NULL, \
                      next_run_at = NULL, published = ?, cancel_requested = ?, checkpoint = NULL, \
-                     lease_owner = NULL, lease_expires_at = NULL, updated_at = ?";
+                     lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL, updated_at = ?";
         let children = txn
             .query_all(sql(
                 backend,
@@ -151,22 +161,36 @@ impl JobStore {
             > 0;
         if has_children {
             // The parent waits for its children again (parked, no worker holds it).
-            txn.execute(sql(
-                backend,
-                "UPDATE jobs SET status = 'running', error = NULL, finished_at = NULL, \
-                 cancel_requested = ?, next_run_at = NULL, lease_owner = NULL, \
-                 lease_expires_at = NULL, updated_at = ? WHERE id = ?",
-                vec![false.into(), now.into(), id.into()],
-            ))
-            .await?;
+            let res = txn
+                .execute(sql(
+                    backend,
+                    "UPDATE jobs SET status = 'running', error = NULL, finished_at = NULL, \
+                     cancel_requested = ?, next_run_at = NULL, lease_owner = NULL, \
+                     lease_expires_at = NULL, lease_token = NULL, updated_at = ? \
+                     WHERE id = ? AND status IN ('failed', 'dead', 'cancelled')",
+                    vec![false.into(), now.into(), id.into()],
+                ))
+                .await?;
+            if res.rows_affected() != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "job {id} is being retried already"
+                )));
+            }
             events.push(event(id, now, "running", row.attempts, retried));
         } else {
-            txn.execute(sql(
+            let res = txn.execute(sql(
                 backend,
-                &format!("UPDATE jobs SET {reset} WHERE id = ?"),
+                &format!(
+                    "UPDATE jobs SET {reset} WHERE id = ? AND status IN ('failed', 'dead', 'cancelled')"
+                ),
                 vec![false.into(), false.into(), now.into(), id.into()],
             ))
             .await?;
+            if res.rows_affected() != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "job {id} is being retried already"
+                )));
+            }
             events.push(event(id, now, "queued", 0, retried));
             if let Some(f) = Family::parse(&row.family) {
                 requeued.push((f, id));

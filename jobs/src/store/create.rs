@@ -152,6 +152,7 @@ pub(crate) async fn insert_jobs<C: ConnectionTrait>(
             max_attempts: Set(new.max_attempts.max(1) as i32),
             lease_owner: Set(None),
             lease_expires_at: Set(None),
+            lease_token: Set(None),
             next_run_at: Set(None),
             published: Set(false),
             cancel_requested: Set(false),

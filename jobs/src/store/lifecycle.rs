@@ -7,7 +7,10 @@ use sea_orm::{ConnectionTrait, QueryResult, TransactionTrait, Value};
 use serde_json::Value as Json;
 use uuid::Uuid;
 
-use super::{create::insert_jobs, event, insert_events, placeholders, sql, JobStore, StoreError};
+use super::{
+    create::insert_jobs, event, insert_events, placeholders, query::child_counts_on, sql, JobStore,
+    StoreError,
+};
 use crate::{spec::Family, status::JobStatus, store::NewJob};
 
 /// A job a worker now owns.
@@ -33,6 +36,8 @@ pub struct Claimed {
     pub family: String,
     /// True when this run continues a parked job rather than starting an attempt.
     pub continuation: bool,
+    /// Identifies this claim: only the run holding it may write the outcome.
+    pub lease_token: Uuid,
 }
 
 /// How a run ended, as the worker reports it.
@@ -80,11 +85,24 @@ pub enum Outcome {
     HandBack,
 }
 
+/// A claim a worker still holds after renewing its leases.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeldLease {
+    /// The job.
+    pub job_id: Uuid,
+    /// The claim.
+    pub lease_token: Option<Uuid>,
+    /// A user asked the job to stop.
+    pub cancel_requested: bool,
+}
+
 /// An outcome for one claimed job.
 #[derive(Clone, Debug)]
 pub struct Completion {
     /// The job.
     pub job_id: Uuid,
+    /// The claim the run held.
+    pub lease_token: Uuid,
     /// The attempt that ran.
     pub attempt: i32,
     /// How it ended.
@@ -93,6 +111,8 @@ pub struct Completion {
 
 const CLAIM_COLUMNS: &str =
     "id, kind, payload, attempts, max_attempts, checkpoint, parent_id, created_by, family";
+
+const CANCELLED_ON_REQUEST: &str = "cancelled on request";
 
 /// How early a delayed message may arrive and still be honoured (delay rounding, clock skew).
 const EARLY_TOLERANCE_MS: i64 = 100;
@@ -113,10 +133,45 @@ impl JobStore {
         let now = Utc::now();
         let due = now + chrono::Duration::milliseconds(EARLY_TOLERANCE_MS);
         let backend = self.db.get_database_backend();
+        let in_ids = placeholders(ids.len());
         let id_values = || ids.iter().map(|id| Value::from(*id));
+        // One token for this claim: a later claim of the same job (even by this process) gets
+        // another, so only the current run can write the outcome.
+        let token = Uuid::new_v4();
         let txn = self.db.begin().await?;
 
-        let mut values: Vec<Value> = vec![owner.into(), lease_until.into(), now.into(), now.into()];
+        // Jobs whose cancellation was requested while nobody held them end here, instead of
+        // being refused by every claim.
+        let mut values: Vec<Value> = vec![CANCELLED_ON_REQUEST.into(), now.into(), now.into()];
+        values.extend(id_values());
+        values.push(true.into());
+        let cancelled = txn
+            .query_all(sql(
+                backend,
+                &format!(
+                    "UPDATE jobs SET status = 'cancelled', error = ?, finished_at = ?, updated_at = ?, \
+                     next_run_at = NULL WHERE id IN ({in_ids}) AND cancel_requested = ? \
+                     AND (status IN ('queued', 'retrying') OR (status = 'running' AND lease_owner IS NULL)) \
+                     RETURNING id, attempts"
+                ),
+                values,
+            ))
+            .await?;
+        let mut events = Vec::new();
+        for r in &cancelled {
+            let id: Uuid = r.try_get("", "id")?;
+            let attempt: i32 = r.try_get("", "attempts")?;
+            let msg = Some(CANCELLED_ON_REQUEST.to_string());
+            events.push(event(id, now, JobStatus::Cancelled.as_str(), attempt, msg));
+        }
+
+        let mut values: Vec<Value> = vec![
+            owner.into(),
+            lease_until.into(),
+            token.into(),
+            now.into(),
+            now.into(),
+        ];
         values.extend(id_values());
         values.extend([false.into(), due.into()]);
         let fresh = txn
@@ -124,30 +179,29 @@ impl JobStore {
                 backend,
                 &format!(
                     "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = ?, \
-                     lease_expires_at = ?, started_at = COALESCE(started_at, ?), updated_at = ?, \
-                     next_run_at = NULL \
-                     WHERE id IN ({}) AND cancel_requested = ? \
+                     lease_expires_at = ?, lease_token = ?, started_at = COALESCE(started_at, ?), \
+                     updated_at = ?, next_run_at = NULL \
+                     WHERE id IN ({in_ids}) AND cancel_requested = ? \
                      AND status IN ('queued', 'retrying') AND (next_run_at IS NULL OR next_run_at <= ?) \
-                     RETURNING {CLAIM_COLUMNS}",
-                    placeholders(ids.len())
+                     RETURNING {CLAIM_COLUMNS}"
                 ),
                 values,
             ))
             .await?;
 
-        let mut values: Vec<Value> = vec![owner.into(), lease_until.into(), now.into()];
+        let mut values: Vec<Value> =
+            vec![owner.into(), lease_until.into(), token.into(), now.into()];
         values.extend(id_values());
         values.extend([false.into(), due.into()]);
         let continued = txn
             .query_all(sql(
                 backend,
                 &format!(
-                    "UPDATE jobs SET lease_owner = ?, lease_expires_at = ?, updated_at = ?, \
-                     next_run_at = NULL \
-                     WHERE id IN ({}) AND cancel_requested = ? AND status = 'running' \
+                    "UPDATE jobs SET lease_owner = ?, lease_expires_at = ?, lease_token = ?, \
+                     updated_at = ?, next_run_at = NULL \
+                     WHERE id IN ({in_ids}) AND cancel_requested = ? AND status = 'running' \
                      AND lease_owner IS NULL AND next_run_at IS NOT NULL AND next_run_at <= ? \
-                     RETURNING {CLAIM_COLUMNS}",
-                    placeholders(ids.len())
+                     RETURNING {CLAIM_COLUMNS}"
                 ),
                 values,
             ))
@@ -155,16 +209,17 @@ impl JobStore {
 
         let mut claimed = Vec::with_capacity(fresh.len() + continued.len());
         for row in &fresh {
-            claimed.push(claimed_from_row(row, false)?);
+            claimed.push(claimed_from_row(row, false, token)?);
         }
         for row in &continued {
-            claimed.push(claimed_from_row(row, true)?);
+            claimed.push(claimed_from_row(row, true, token)?);
         }
-        let events = claimed
-            .iter()
-            .filter(|c| !c.continuation)
-            .map(|c| event(c.id, now, JobStatus::Running.as_str(), c.attempt, None))
-            .collect();
+        events.extend(
+            claimed
+                .iter()
+                .filter(|c| !c.continuation)
+                .map(|c| event(c.id, now, JobStatus::Running.as_str(), c.attempt, None)),
+        );
         insert_events(&txn, events).await?;
         txn.commit().await?;
         Ok(claimed)
@@ -180,94 +235,106 @@ impl JobStore {
     ) -> Result<Vec<bool>, StoreError> {
         let now = Utc::now();
         let backend = self.db.get_database_backend();
+        // Rows are locked in id order in every batch, so concurrent batches cannot deadlock.
+        let mut order: Vec<usize> = (0..completions.len()).collect();
+        order.sort_by_key(|i| completions[*i].job_id);
         let txn = self.db.begin().await?;
-        let mut applied = Vec::with_capacity(completions.len());
+        let mut applied = vec![false; completions.len()];
         let mut events = Vec::new();
-        for c in completions {
+        for i in order {
+            let c = &completions[i];
             let (set, mut values, status, message): (&str, Vec<Value>, JobStatus, Option<String>) =
                 match &c.outcome {
                     Outcome::Succeeded { result } => (
                         "status = 'succeeded', result = ?, error = NULL, finished_at = ?, \
-                         lease_owner = NULL, lease_expires_at = NULL",
+                         lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL",
                         vec![result.clone().into(), now.into()],
                         JobStatus::Succeeded,
                         None,
                     ),
                     Outcome::Retry { at, error } => (
                         "status = 'retrying', error = ?, next_run_at = ?, published = ?, \
-                         lease_owner = NULL, lease_expires_at = NULL",
+                         lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL",
                         vec![error.clone().into(), (*at).into(), false.into()],
                         JobStatus::Retrying,
                         Some(format!("{error}; next attempt at {}", at.to_rfc3339())),
                     ),
                     Outcome::Failed { error } => (
                         "status = 'failed', error = ?, finished_at = ?, \
-                         lease_owner = NULL, lease_expires_at = NULL",
+                         lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL",
                         vec![error.clone().into(), now.into()],
                         JobStatus::Failed,
                         Some(error.clone()),
                     ),
                     Outcome::Dead { error } => (
                         "status = 'dead', error = ?, finished_at = ?, \
-                         lease_owner = NULL, lease_expires_at = NULL",
+                         lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL",
                         vec![error.clone().into(), now.into()],
                         JobStatus::Dead,
                         Some(error.clone()),
                     ),
                     Outcome::Park { at, checkpoint, .. } => (
                         "checkpoint = ?, next_run_at = ?, published = ?, \
-                         lease_owner = NULL, lease_expires_at = NULL",
+                         lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL",
                         vec![checkpoint.clone().into(), (*at).into(), false.into()],
                         JobStatus::Running,
                         None,
                     ),
                     Outcome::WaitChildren => (
-                        "next_run_at = NULL, lease_owner = NULL, lease_expires_at = NULL",
+                        "next_run_at = NULL, lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL",
                         vec![],
                         JobStatus::Running,
                         None,
                     ),
                     Outcome::Cancelled { reason } => (
                         "status = 'cancelled', error = ?, finished_at = ?, \
-                         lease_owner = NULL, lease_expires_at = NULL",
+                         lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL",
                         vec![reason.clone().into(), now.into()],
                         JobStatus::Cancelled,
                         Some(reason.clone()),
                     ),
                     Outcome::HandBack => (
                         "status = 'retrying', attempts = attempts - 1, next_run_at = ?, \
-                         published = ?, lease_owner = NULL, lease_expires_at = NULL",
+                         published = ?, lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL",
                         vec![now.into(), false.into()],
                         JobStatus::Retrying,
                         Some("handed back by a worker shutting down".into()),
                     ),
                 };
-            values.extend([now.into(), c.job_id.into(), owner.into()]);
+            values.extend([
+                now.into(),
+                c.job_id.into(),
+                owner.into(),
+                c.lease_token.into(),
+            ]);
             let res = txn
                 .execute(sql(
                     backend,
                     &format!(
-                        "UPDATE jobs SET {set}, updated_at = ? \
-                         WHERE id = ? AND lease_owner = ? AND status = 'running'"
+                        "UPDATE jobs SET {set}, updated_at = ? WHERE id = ? AND lease_owner = ? \
+                         AND lease_token = ? AND status = 'running'"
                     ),
                     values,
                 ))
                 .await?;
             let ok = res.rows_affected() == 1;
-            applied.push(ok);
+            applied[i] = ok;
             let parked = matches!(c.outcome, Outcome::Park { .. } | Outcome::WaitChildren);
             if ok && !parked {
                 events.push(event(c.job_id, now, status.as_str(), c.attempt, message));
             }
-            if ok && parked {
+            let still_waiting =
+                parked || matches!(c.outcome, Outcome::Retry { .. } | Outcome::HandBack);
+            if ok && still_waiting {
                 // A cancel that arrived while the job was held could only ask it to stop; now
                 // that nobody holds it, it is cancelled for real.
-                let reason = "cancelled on request";
+                let reason = CANCELLED_ON_REQUEST;
                 let res = txn
                     .execute(sql(
                         backend,
                         "UPDATE jobs SET status = 'cancelled', error = ?, finished_at = ?, \
-                         next_run_at = NULL, updated_at = ? WHERE id = ? AND status = 'running' \
+                         next_run_at = NULL, updated_at = ? WHERE id = ? \
+                         AND status IN ('running', 'retrying') \
                          AND lease_owner IS NULL AND cancel_requested = ?",
                         vec![
                             reason.into(),
@@ -294,32 +361,32 @@ impl JobStore {
         Ok(applied)
     }
 
-    /// Extends the leases of every job `owner` holds. Returns the ids of those jobs whose
-    /// cancellation was requested meanwhile.
+    /// Extends the leases of every job `owner` holds and reports, per held claim, whether its
+    /// cancellation was requested. A claim missing from the report was lost (the job was taken
+    /// back), and its run should stop.
     pub async fn renew_leases(
         &self,
         owner: &str,
         lease_until: DateTime<Utc>,
-    ) -> Result<Vec<Uuid>, StoreError> {
+    ) -> Result<Vec<HeldLease>, StoreError> {
         let backend = self.db.get_database_backend();
-        self.db
-            .execute(sql(
-                backend,
-                "UPDATE jobs SET lease_expires_at = ? WHERE lease_owner = ? AND status = 'running'",
-                vec![lease_until.into(), owner.into()],
-            ))
-            .await?;
         let rows = self
             .db
             .query_all(sql(
                 backend,
-                "SELECT id FROM jobs WHERE lease_owner = ? AND status = 'running' \
-                 AND cancel_requested = ?",
-                vec![owner.into(), true.into()],
+                "UPDATE jobs SET lease_expires_at = ? WHERE lease_owner = ? AND status = 'running' \
+                 RETURNING id, lease_token, cancel_requested",
+                vec![lease_until.into(), owner.into()],
             ))
             .await?;
         rows.iter()
-            .map(|r| r.try_get::<Uuid>("", "id").map_err(StoreError::from))
+            .map(|r| {
+                Ok(HeldLease {
+                    job_id: r.try_get("", "id")?,
+                    lease_token: r.try_get("", "lease_token")?,
+                    cancel_requested: r.try_get("", "cancel_requested")?,
+                })
+            })
             .collect()
     }
 
@@ -337,7 +404,14 @@ impl JobStore {
         let cancel_requested = txn
             .query_one(sql(
                 backend,
-                "SELECT cancel_requested FROM jobs WHERE id = ?",
+                if backend == sea_orm::DatabaseBackend::Postgres {
+                    // Holds off a concurrent cancel until the children exist (it then sees them).
+                    "SELECT cancel_requested FROM jobs WHERE id = ? FOR UPDATE"
+                } else {
+                    // SQLite has one writer at a time; a cancel committed after this read makes
+                    // the insert fail with a busy snapshot, and the job is retried.
+                    "SELECT cancel_requested FROM jobs WHERE id = ?"
+                },
                 vec![parent_id.into()],
             ))
             .await?
@@ -388,76 +462,57 @@ impl JobStore {
         let backend = self.db.get_database_backend();
         let mut finished = Vec::new();
         for parent in parents {
-            let counts = self.child_counts(*parent).await?;
-            let total: i64 = counts.iter().map(|(_, n)| n).sum();
-            let unfinished: i64 = counts
-                .iter()
-                .filter(|(s, _)| !s.is_terminal())
-                .map(|(_, n)| n)
-                .sum();
-            if total == 0 || unfinished > 0 {
-                continue;
-            }
-            let failed: i64 = counts
-                .iter()
-                .filter(|(s, _)| matches!(s, JobStatus::Failed | JobStatus::Dead))
-                .map(|(_, n)| n)
-                .sum();
-            let cancelled: i64 = counts
-                .iter()
-                .filter(|(s, _)| *s == JobStatus::Cancelled)
-                .map(|(_, n)| n)
-                .sum();
-            let (status, error) = if failed + cancelled == 0 {
-                (JobStatus::Succeeded, None)
-            } else {
-                (
-                    JobStatus::Failed,
-                    Some(format!(
-                        "{failed} of {total} children failed{}",
-                        if cancelled > 0 {
-                            format!(", {cancelled} cancelled")
-                        } else {
-                            String::new()
-                        }
-                    )),
-                )
-            };
             let now = Utc::now();
             let txn = self.db.begin().await?;
-            let res = txn
-                .execute(sql(
+            // The outcome is decided inside the update, from the children as they are then.
+            let row = txn
+                .query_one(sql(
                     backend,
-                    "UPDATE jobs SET status = ?, error = ?, finished_at = ?, updated_at = ? \
+                    "UPDATE jobs SET status = CASE WHEN EXISTS (SELECT 1 FROM jobs c \
+                     WHERE c.parent_id = ? AND c.status IN ('failed', 'dead', 'cancelled')) \
+                     THEN 'failed' ELSE 'succeeded' END, finished_at = ?, updated_at = ? \
                      WHERE id = ? AND status = 'running' AND lease_owner IS NULL \
-                     AND next_run_at IS NULL AND NOT EXISTS (SELECT 1 FROM jobs c \
-                     WHERE c.parent_id = ? AND c.status IN ('queued', 'running', 'retrying'))",
+                     AND next_run_at IS NULL \
+                     AND EXISTS (SELECT 1 FROM jobs c WHERE c.parent_id = ?) \
+                     AND NOT EXISTS (SELECT 1 FROM jobs c \
+                     WHERE c.parent_id = ? AND c.status IN ('queued', 'running', 'retrying')) \
+                     RETURNING status, attempts",
                     vec![
-                        status.as_str().into(),
-                        error.clone().into(),
+                        (*parent).into(),
                         now.into(),
                         now.into(),
+                        (*parent).into(),
                         (*parent).into(),
                         (*parent).into(),
                     ],
                 ))
                 .await?;
-            if res.rows_affected() == 1 {
-                let attempts = txn
-                    .query_one(sql(
+            if let Some(row) = row {
+                let status: String = row.try_get("", "status")?;
+                let attempts: i32 = row.try_get("", "attempts")?;
+                let error = if status == JobStatus::Failed.as_str() {
+                    let counts = child_counts_on(&txn, *parent).await?;
+                    let n = |f: fn(&JobStatus) -> bool| -> i64 {
+                        counts.iter().filter(|(s, _)| f(s)).map(|(_, n)| n).sum()
+                    };
+                    let total = n(|_| true);
+                    let failed = n(|s| matches!(s, JobStatus::Failed | JobStatus::Dead));
+                    let cancelled = n(|s| *s == JobStatus::Cancelled);
+                    let mut msg = format!("{failed} of {total} children failed");
+                    if cancelled > 0 {
+                        msg.push_str(&format!(", {cancelled} cancelled"));
+                    }
+                    txn.execute(sql(
                         backend,
-                        "SELECT attempts FROM jobs WHERE id = ?",
-                        vec![(*parent).into()],
+                        "UPDATE jobs SET error = ? WHERE id = ?",
+                        vec![msg.clone().into(), (*parent).into()],
                     ))
-                    .await?
-                    .map(|r| r.try_get::<i32>("", "attempts"))
-                    .transpose()?
-                    .unwrap_or(0);
-                insert_events(
-                    &txn,
-                    vec![event(*parent, now, status.as_str(), attempts, error)],
-                )
-                .await?;
+                    .await?;
+                    Some(msg)
+                } else {
+                    None
+                };
+                insert_events(&txn, vec![event(*parent, now, &status, attempts, error)]).await?;
                 finished.push(*parent);
             }
             txn.commit().await?;
@@ -466,7 +521,11 @@ impl JobStore {
     }
 }
 
-fn claimed_from_row(row: &QueryResult, continuation: bool) -> Result<Claimed, StoreError> {
+fn claimed_from_row(
+    row: &QueryResult,
+    continuation: bool,
+    lease_token: Uuid,
+) -> Result<Claimed, StoreError> {
     Ok(Claimed {
         id: row.try_get("", "id")?,
         kind: row.try_get("", "kind")?,
@@ -478,5 +537,6 @@ fn claimed_from_row(row: &QueryResult, continuation: bool) -> Result<Claimed, St
         created_by: row.try_get("", "created_by")?,
         family: row.try_get("", "family")?,
         continuation,
+        lease_token,
     })
 }

@@ -18,7 +18,7 @@ use labfleet_entities::job_event;
 
 pub use control::{CancelOutcome, RetryOutcome};
 pub use create::{CreateOutcome, IdempotencyClaim, NewJob};
-pub use lifecycle::{Claimed, Completion, Outcome};
+pub use lifecycle::{Claimed, Completion, HeldLease, Outcome};
 pub use query::{JobDetail, JobEventView, JobFilter, JobSummary, Progress};
 pub use recovery::Republish;
 
@@ -58,6 +58,9 @@ pub fn is_connection_error(e: &DbErr) -> bool {
                 "broken pipe",
                 "io error",
                 "closed",
+                // Deadlocks and serialization failures are passing contention: worth a retry.
+                "deadlock detected",
+                "could not serialize",
             ]
             .iter()
             .any(|needle| text.contains(needle))

@@ -132,24 +132,7 @@ pub struct JobFilter {
 impl JobStore {
     /// Counts a parent's children by status.
     pub async fn child_counts(&self, parent: Uuid) -> Result<Vec<(JobStatus, i64)>, StoreError> {
-        let backend = self.db.get_database_backend();
-        let rows = self
-            .db
-            .query_all(sql(
-                backend,
-                "SELECT status, COUNT(*) AS n FROM jobs WHERE parent_id = ? GROUP BY status",
-                vec![parent.into()],
-            ))
-            .await?;
-        let mut counts = Vec::with_capacity(rows.len());
-        for row in rows {
-            let status: String = row.try_get("", "status")?;
-            let n: i64 = row.try_get("", "n")?;
-            if let Some(st) = JobStatus::parse(&status) {
-                counts.push((st, n));
-            }
-        }
-        Ok(counts)
+        child_counts_on(&self.db, parent).await
     }
 
     /// One job's row.
@@ -251,6 +234,29 @@ fn summary(row: job::Model) -> JobSummary {
         started_at: row.started_at,
         finished_at: row.finished_at,
     }
+}
+
+/// Counts a parent's children by status, on a connection or inside a transaction.
+pub(crate) async fn child_counts_on<C: ConnectionTrait>(
+    conn: &C,
+    parent: Uuid,
+) -> Result<Vec<(JobStatus, i64)>, StoreError> {
+    let rows = conn
+        .query_all(sql(
+            conn.get_database_backend(),
+            "SELECT status, COUNT(*) AS n FROM jobs WHERE parent_id = ? GROUP BY status",
+            vec![parent.into()],
+        ))
+        .await?;
+    let mut counts = Vec::with_capacity(rows.len());
+    for row in rows {
+        let status: String = row.try_get("", "status")?;
+        let n: i64 = row.try_get("", "n")?;
+        if let Some(st) = JobStatus::parse(&status) {
+            counts.push((st, n));
+        }
+    }
+    Ok(counts)
 }
 
 #[cfg(test)]

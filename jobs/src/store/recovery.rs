@@ -34,12 +34,15 @@ impl JobStore {
         let rows = txn
             .query_all(sql(
                 backend,
-                "UPDATE jobs SET status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'retrying' END, \
-                 error = 'worker lost while running the job (lease expired)', \
-                 finished_at = CASE WHEN attempts >= max_attempts THEN ? ELSE NULL END, \
-                 lease_owner = NULL, lease_expires_at = NULL, next_run_at = ?, published = ?, updated_at = ? \
+                "UPDATE jobs SET status = CASE WHEN cancel_requested THEN 'cancelled' \
+                 WHEN attempts >= max_attempts THEN 'dead' ELSE 'retrying' END, \
+                 error = CASE WHEN cancel_requested THEN 'cancelled on request' \
+                 ELSE 'worker lost while running the job (lease expired)' END, \
+                 finished_at = CASE WHEN cancel_requested OR attempts >= max_attempts THEN ? ELSE NULL END, \
+                 lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL, next_run_at = ?, \
+                 published = ?, updated_at = ? \
                  WHERE status = 'running' AND lease_owner IS NOT NULL AND lease_expires_at < ? \
-                 RETURNING id, status, attempts",
+                 RETURNING id, status, attempts, error",
                 vec![now.into(), now.into(), false.into(), now.into(), now.into()],
             ))
             .await?;
@@ -49,13 +52,8 @@ impl JobStore {
             let id: Uuid = r.try_get("", "id")?;
             let status: String = r.try_get("", "status")?;
             let attempts: i32 = r.try_get("", "attempts")?;
-            events.push(event(
-                id,
-                now,
-                &status,
-                attempts,
-                Some("worker lost while running the job (lease expired)".into()),
-            ));
+            let error: Option<String> = r.try_get("", "error")?;
+            events.push(event(id, now, &status, attempts, error));
             ids.push(id);
         }
         insert_events(&txn, events).await?;

@@ -4,7 +4,7 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    sync::Arc,
+    sync::{atomic::Ordering, Arc},
     time::Duration,
 };
 
@@ -46,10 +46,18 @@ pub(crate) async fn completion_loop(s: Arc<Shared>, mut rx: mpsc::UnboundedRecei
 async fn write_batch(s: &Shared, batch: Vec<Finished>) {
     let completions: Vec<Completion> = batch.iter().map(|f| f.completion.clone()).collect();
     let mut backoff = Reconnect::new(Duration::from_secs(5));
+    let mut failures = 0;
     let applied = loop {
         match s.store.complete_batch(&s.id, &completions).await {
             Ok(applied) => break applied,
+            Err(e) if s.stopping.load(Ordering::SeqCst) && failures >= 5 => {
+                // Shutting down without a database: give up. The messages are not acked, so the
+                // broker redelivers them; the leases expire and the jobs run again elsewhere.
+                tracing::error!(error = %e, jobs = completions.len(), "giving up writing job outcomes at shutdown");
+                return;
+            }
             Err(e) => {
+                failures += 1;
                 // Keep trying: the messages stay unacked meanwhile. If this outlasts the lease,
                 // another worker takes the jobs over and these writes are refused by the fence.
                 let delay = backoff.next_delay();

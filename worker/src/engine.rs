@@ -57,6 +57,9 @@ pub(crate) struct Shared {
     pub(crate) running: Mutex<HashMap<Uuid, RunningJob>>,
     /// Set once shutdown's grace period is over: stopped jobs are handed back, not cancelled.
     pub(crate) handing_back: AtomicBool,
+    /// Set when shutdown begins: outcomes that cannot be written are then given up on (the
+    /// messages go back to the broker and the leases expire) instead of retried forever.
+    pub(crate) stopping: AtomicBool,
 }
 
 impl Worker {
@@ -78,6 +81,7 @@ impl Worker {
                 policy,
                 running: Mutex::new(HashMap::new()),
                 handing_back: AtomicBool::new(false),
+                stopping: AtomicBool::new(false),
             }),
         }
     }
@@ -119,6 +123,7 @@ impl Worker {
 
         shutdown.await;
         tracing::info!(worker = %s.id, "worker stopping: no new jobs are taken");
+        s.stopping.store(true, Ordering::SeqCst);
         stop_consuming.cancel();
         for c in consumers {
             let _ = c.await;

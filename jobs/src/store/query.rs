@@ -151,19 +151,32 @@ impl JobStore {
         children_offset: u64,
     ) -> Result<JobDetail, StoreError> {
         let row = self.get_row(id).await?;
-        let counts = self.child_counts(id).await?;
+        // The three reads are independent: run them at once on separate pooled connections.
+        let events = async {
+            job_event::Entity::find()
+                .filter(job_event::Column::JobId.eq(id))
+                .order_by_asc(job_event::Column::Id)
+                .limit(1_000)
+                .all(&self.db)
+                .await
+                .map_err(StoreError::from)
+        };
+        let children_filter = JobFilter {
+            parent: Some(id),
+            limit: children_limit,
+            offset: children_offset,
+            ..Default::default()
+        };
+        let children = self.list(&children_filter);
+        let (counts, events, children) =
+            futures::try_join!(self.child_counts(id), events, children)?;
         let progress = if counts.is_empty() {
             let status = JobStatus::parse(&row.status).unwrap_or(JobStatus::Queued);
             Progress::from_counts(&[(status, 1)])
         } else {
             Progress::from_counts(&counts)
         };
-        let events = job_event::Entity::find()
-            .filter(job_event::Column::JobId.eq(id))
-            .order_by_asc(job_event::Column::Id)
-            .limit(1_000)
-            .all(&self.db)
-            .await?
+        let events = events
             .into_iter()
             .map(|e| JobEventView {
                 at: e.at,
@@ -172,17 +185,6 @@ impl JobStore {
                 message: e.message,
             })
             .collect();
-        let children = if counts.is_empty() {
-            Vec::new()
-        } else {
-            self.list(&JobFilter {
-                parent: Some(id),
-                limit: children_limit,
-                offset: children_offset,
-                ..Default::default()
-            })
-            .await?
-        };
         Ok(JobDetail {
             args: row.payload.clone(),
             result: row.result.clone(),
@@ -211,12 +213,62 @@ impl JobStore {
                 .order_by_asc(job::Column::Id),
             None => q.order_by_desc(job::Column::Id),
         };
+        // Only the listed columns: arguments and results can be large and are not shown here.
         let rows = q
+            .select_only()
+            .columns([
+                job::Column::Id,
+                job::Column::Kind,
+                job::Column::Status,
+                job::Column::ParentId,
+                job::Column::Attempts,
+                job::Column::MaxAttempts,
+                job::Column::Error,
+                job::Column::CreatedBy,
+                job::Column::CreatedAt,
+                job::Column::StartedAt,
+                job::Column::FinishedAt,
+            ])
             .limit(filter.limit)
             .offset(filter.offset)
+            .into_model::<SummaryRow>()
             .all(&self.db)
             .await?;
-        Ok(rows.into_iter().map(summary).collect())
+        Ok(rows.into_iter().map(SummaryRow::into_summary).collect())
+    }
+}
+
+/// The columns of a listed job.
+#[derive(sea_orm::FromQueryResult)]
+struct SummaryRow {
+    id: Uuid,
+    kind: String,
+    status: String,
+    parent_id: Option<Uuid>,
+    attempts: i32,
+    max_attempts: i32,
+    error: Option<String>,
+    created_by: String,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+impl SummaryRow {
+    fn into_summary(self) -> JobSummary {
+        JobSummary {
+            id: self.id,
+            status: JobStatus::parse(&self.status).unwrap_or(JobStatus::Queued),
+            kind: self.kind,
+            parent_id: self.parent_id,
+            attempts: self.attempts,
+            max_attempts: self.max_attempts,
+            error: self.error,
+            created_by: self.created_by,
+            created_at: self.created_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+        }
     }
 }
 

@@ -75,15 +75,19 @@ impl JobStore {
         let stale_cutoff = now - chrono_duration(stale_after);
         let waiting = "(status IN ('queued', 'retrying') \
                        OR (status = 'running' AND lease_owner IS NULL AND next_run_at IS NOT NULL))";
+        // Oldest first, and touched: a job that cannot be published now waits one grace period
+        // before it is tried again, and does not hold back the others.
         let unpublished = self
             .db
             .query_all(sql(
                 backend,
                 &format!(
-                    "SELECT id, family, next_run_at FROM jobs WHERE published = ? AND {waiting} \
-                     AND updated_at < ? ORDER BY id LIMIT {SWEEP_LIMIT}"
+                    "UPDATE jobs SET updated_at = ? WHERE id IN (SELECT id FROM jobs \
+                     WHERE published = ? AND {waiting} AND updated_at < ? \
+                     ORDER BY updated_at LIMIT {SWEEP_LIMIT}) \
+                     RETURNING id, family, next_run_at"
                 ),
-                vec![false.into(), grace_cutoff.into()],
+                vec![now.into(), false.into(), grace_cutoff.into()],
             ))
             .await?;
         let stale = self

@@ -64,6 +64,8 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
     s.retry.max_delay_ms = 500;
     s.scheduler.sweep_interval_ms = 200;
     s.scheduler.unpublished_grace_ms = 300;
+    // The last-resort heal for a lost message, short enough to act within a test.
+    s.scheduler.stale_message_ms = 5_000;
     s.worker.lease_secs = 3;
     s.worker.shutdown_grace_secs = 2;
     s.database.acquire_timeout_ms = 1_500;

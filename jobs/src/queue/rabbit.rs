@@ -336,42 +336,35 @@ impl RabbitQueue {
 
     /// Removes and returns the job ids waiting in a family's queue (for tests and diagnostics).
     pub async fn take_job_ids(&self, family: Family) -> Result<Vec<Uuid>, QueueError> {
-        let queue = self.queue_name(family);
-        let channel = {
-            let mut state = self.inner.state.lock().await;
-            let link = self.link(&mut state).await?;
-            self.declare(link, &queue, self.base_args()).await?;
-            link.publisher.clone()
-        };
-        let mut ids = Vec::new();
-        while let Some(msg) = channel
-            .basic_get(&queue, BasicGetOptions { no_ack: true })
-            .await?
-        {
-            ids.extend(parse_job_id(&msg.delivery.data));
-        }
-        Ok(ids)
+        let bodies = self.drain(&self.queue_name(family)).await?;
+        Ok(bodies.iter().filter_map(|b| parse_job_id(b)).collect())
     }
 
     /// Removes and returns every dead letter (for tests and the operator's inspection).
     pub async fn take_dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
-        let queue = self.dead_letter_queue();
+        let bodies = self.drain(&self.dead_letter_queue()).await?;
+        Ok(bodies
+            .iter()
+            .filter_map(|b| serde_json::from_slice(b).ok())
+            .collect())
+    }
+
+    /// Takes every message off a queue of ours.
+    async fn drain(&self, queue: &str) -> Result<Vec<Vec<u8>>, QueueError> {
         let channel = {
             let mut state = self.inner.state.lock().await;
             let link = self.link(&mut state).await?;
-            self.declare(link, &queue, self.base_args()).await?;
+            self.declare(link, queue, self.base_args()).await?;
             link.publisher.clone()
         };
-        let mut letters = Vec::new();
+        let mut bodies = Vec::new();
         while let Some(msg) = channel
-            .basic_get(&queue, BasicGetOptions { no_ack: true })
+            .basic_get(queue, BasicGetOptions { no_ack: true })
             .await?
         {
-            if let Ok(letter) = serde_json::from_slice(&msg.delivery.data) {
-                letters.push(letter);
-            }
+            bodies.push(msg.delivery.data);
         }
-        Ok(letters)
+        Ok(bodies)
     }
 }
 

@@ -20,6 +20,10 @@ pub struct Republish {
     pub due: Option<DateTime<Utc>>,
 }
 
+/// Jobs that wait for a message: queued or retrying, or parked until a continuation.
+const WAITING_FOR_A_MESSAGE: &str = "(status IN ('queued', 'retrying') \
+     OR (status = 'running' AND lease_owner IS NULL AND next_run_at IS NOT NULL))";
+
 /// Most jobs one sweep step handles; the next sweep takes the rest.
 const SWEEP_LIMIT: u64 = 2_000;
 
@@ -73,8 +77,7 @@ impl JobStore {
         let now = Utc::now();
         let grace_cutoff = now - chrono_duration(unpublished_grace);
         let stale_cutoff = now - chrono_duration(stale_after);
-        let waiting = "(status IN ('queued', 'retrying') \
-                       OR (status = 'running' AND lease_owner IS NULL AND next_run_at IS NOT NULL))";
+        let waiting = WAITING_FOR_A_MESSAGE;
         // Oldest first, and touched: a job that cannot be published now waits one grace period
         // before it is tried again, and does not hold back the others.
         let unpublished = self
@@ -124,9 +127,9 @@ impl JobStore {
             .db
             .query_all(sql(
                 backend,
-                "SELECT id, family, next_run_at FROM jobs WHERE status IN ('queued', 'retrying') \
-                 OR (status = 'running' AND lease_owner IS NULL AND next_run_at IS NOT NULL) \
-                 ORDER BY id",
+                &format!(
+                    "SELECT id, family, next_run_at FROM jobs WHERE {WAITING_FOR_A_MESSAGE} ORDER BY id"
+                ),
                 vec![],
             ))
             .await?;

@@ -252,3 +252,47 @@ async fn an_injected_storage_lock_timeout_fails_the_clone_transiently() {
     assert!(err.is_transient(), "{err}");
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn ssh_runs_qm_on_the_simulated_node_over_a_pooled_connection() {
+    use labfleet_proxmox::ssh::{SshAuth, SshConfig, SshPool, SshTarget};
+    let dir = DataDir::new();
+    let mut cfg = SimConfig::for_tests(&dir.0);
+    cfg.nodes = 2;
+    cfg.ssh = true;
+    let h = labfleet_sim::start(cfg).await.unwrap();
+    let node = &h.nodes[0];
+    let addr = node.ssh_addr.expect("the simulator serves SSH");
+    let pool = SshPool::new(SshConfig {
+        user: "root".into(),
+        auth: SshAuth::Password(h.ssh_password.clone().into()),
+        connect_timeout: Duration::from_secs(10),
+    })
+    .unwrap();
+    let target = SshTarget {
+        node: node.name.clone(),
+        host: addr.ip().to_string(),
+        port: addr.port(),
+        host_key_fingerprint: None,
+    };
+    let out = pool
+        .exec(&target, "qm list", Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(out.exit_status, Some(0), "{out:?}");
+    assert!(
+        out.stdout.contains("104"),
+        "template 104 is listed on pve1: {out:?}"
+    );
+    let out = pool
+        .exec(&target, "qm no-such-subcommand", Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_ne!(
+        out.exit_status,
+        Some(0),
+        "an unknown command fails: {out:?}"
+    );
+    assert!(!out.stderr.is_empty(), "{out:?}");
+    h.shutdown().await;
+}

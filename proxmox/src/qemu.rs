@@ -50,6 +50,19 @@ impl ProxmoxClient {
         Upid::parse(&upid)
     }
 
+    /// Starts a task on one VM (`{node}`/`{vmid}` path) with typed parameters.
+    async fn vm_task<P: serde::Serialize>(
+        &self,
+        ep: &Endpoint,
+        node: &str,
+        vmid: u32,
+        params: &P,
+    ) -> Result<Upid, ProxmoxError> {
+        let id = vmid.to_string();
+        self.start_task(ep, &[("node", node), ("vmid", &id)], pairs(ep, params)?)
+            .await
+    }
+
     /// `GET /nodes/{node}/qemu[?full=1]`.
     pub async fn qemu_list(
         &self,
@@ -81,9 +94,7 @@ impl ProxmoxClient {
         vmid: u32,
         params: &DestroyParams,
     ) -> Result<Upid, ProxmoxError> {
-        let ep = &endpoints::QEMU_DELETE;
-        let id = vmid.to_string();
-        self.start_task(ep, &[("node", node), ("vmid", &id)], pairs(ep, params)?)
+        self.vm_task(&endpoints::QEMU_DELETE, node, vmid, params)
             .await
     }
 
@@ -94,9 +105,7 @@ impl ProxmoxClient {
         vmid: u32,
         params: &CloneParams,
     ) -> Result<Upid, ProxmoxError> {
-        let ep = &endpoints::QEMU_CLONE;
-        let id = vmid.to_string();
-        self.start_task(ep, &[("node", node), ("vmid", &id)], pairs(ep, params)?)
+        self.vm_task(&endpoints::QEMU_CLONE, node, vmid, params)
             .await
     }
 
@@ -165,9 +174,7 @@ impl ProxmoxClient {
         vmid: u32,
         params: &StartParams,
     ) -> Result<Upid, ProxmoxError> {
-        let ep = &endpoints::QEMU_START;
-        let id = vmid.to_string();
-        self.start_task(ep, &[("node", node), ("vmid", &id)], pairs(ep, params)?)
+        self.vm_task(&endpoints::QEMU_START, node, vmid, params)
             .await
     }
 
@@ -178,9 +185,7 @@ impl ProxmoxClient {
         vmid: u32,
         params: &StopParams,
     ) -> Result<Upid, ProxmoxError> {
-        let ep = &endpoints::QEMU_STOP;
-        let id = vmid.to_string();
-        self.start_task(ep, &[("node", node), ("vmid", &id)], pairs(ep, params)?)
+        self.vm_task(&endpoints::QEMU_STOP, node, vmid, params)
             .await
     }
 
@@ -191,9 +196,7 @@ impl ProxmoxClient {
         vmid: u32,
         params: &ShutdownParams,
     ) -> Result<Upid, ProxmoxError> {
-        let ep = &endpoints::QEMU_SHUTDOWN;
-        let id = vmid.to_string();
-        self.start_task(ep, &[("node", node), ("vmid", &id)], pairs(ep, params)?)
+        self.vm_task(&endpoints::QEMU_SHUTDOWN, node, vmid, params)
             .await
     }
 
@@ -238,9 +241,7 @@ impl ProxmoxClient {
         vmid: u32,
         params: &SnapshotParams,
     ) -> Result<Upid, ProxmoxError> {
-        let ep = &endpoints::SNAPSHOT_CREATE;
-        let id = vmid.to_string();
-        self.start_task(ep, &[("node", node), ("vmid", &id)], pairs(ep, params)?)
+        self.vm_task(&endpoints::SNAPSHOT_CREATE, node, vmid, params)
             .await
     }
 

@@ -2,7 +2,11 @@
 //! behaviour belong to the crate that owns each concept (jobs: `labfleet-jobs`).
 
 pub mod cluster;
+pub mod cluster_node;
+pub mod cluster_storage;
 pub mod idempotency_key;
+pub mod iso;
 pub mod job;
 pub mod job_event;
 pub mod noop_effect;
+pub mod template;

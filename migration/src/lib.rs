@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261123_000001_jobs;
 mod m20261123_000002_clusters;
 mod m20261123_000003_lease_token;
+mod m20261123_000004_inventory;
 
 /// The ordered list of labfleet's migrations.
 pub struct Migrator;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_jobs::Migration),
             Box::new(m20261123_000002_clusters::Migration),
             Box::new(m20261123_000003_lease_token::Migration),
+            Box::new(m20261123_000004_inventory::Migration),
         ]
     }
 }

@@ -137,8 +137,16 @@ async fn embedded(args: &PipelineArgs, mut settings: Settings) -> anyhow::Result
         let store = JobStore::new(conn);
         let (publisher, _marker) =
             Publisher::start(Queue::Memory(MemoryQueue::new()), store.clone());
-        let worker =
-            labfleet_worker::Worker::new(store.clone(), publisher.clone(), settings.clone());
+        let clusters = labfleet_clusters::ClusterStore::new(
+            store.db().clone(),
+            crate::components::secret_box(&settings)?,
+        );
+        let worker = labfleet_worker::Worker::new(
+            store.clone(),
+            publisher.clone(),
+            clusters,
+            settings.clone(),
+        );
         let stop = tokio_util::sync::CancellationToken::new();
         let task = tokio::spawn(worker.run_until_stopped(stop.clone().cancelled_owned()));
         let measured = drive(args, &store, &publisher, &[std::process::id()]).await;

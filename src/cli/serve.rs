@@ -42,6 +42,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let worker = labfleet_worker::Worker::new(
         parts.store.clone(),
         parts.publisher.clone(),
+        parts.clusters.clone(),
         (*parts.settings).clone(),
     );
     parts.republish_if_in_process().await?;

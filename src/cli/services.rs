@@ -41,6 +41,7 @@ pub async fn worker(settings: Settings) -> anyhow::Result<()> {
     let worker = labfleet_worker::Worker::new(
         parts.store.clone(),
         parts.publisher.clone(),
+        parts.clusters.clone(),
         (*parts.settings).clone(),
     );
     parts.republish_if_in_process().await?;

@@ -124,7 +124,12 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
     tasks.push(tokio::spawn(async move {
         let _ = api.run_until_stopped(s.cancelled_owned()).await;
     }));
-    let worker = labfleet_worker::Worker::new(store.clone(), publisher.clone(), settings.clone());
+    let worker = labfleet_worker::Worker::new(
+        store.clone(),
+        publisher.clone(),
+        clusters.clone(),
+        settings.clone(),
+    );
     tasks.push(tokio::spawn(
         worker.run_until_stopped(stop.clone().cancelled_owned()),
     ));

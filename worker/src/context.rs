@@ -2,6 +2,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
+use labfleet_clusters::ClusterStore;
 use labfleet_jobs::{store::NewJob, Family, JobSpec, JobStore, Publisher, StoreError};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -63,6 +64,8 @@ pub struct JobContext {
     pub store: JobStore,
     /// Publishes jobs.
     pub publisher: Publisher,
+    /// Registered clusters (and their decrypted credentials, for talking to them).
+    pub clusters: ClusterStore,
     /// Attempts children get.
     pub max_attempts: u32,
 }

@@ -13,6 +13,7 @@ use std::{
 };
 
 use chrono::Utc;
+use labfleet_clusters::ClusterStore;
 use labfleet_jobs::{
     queue::Delivery,
     retry::{Reconnect, RetryPolicy},
@@ -51,6 +52,7 @@ pub(crate) struct Shared {
     pub(crate) id: String,
     pub(crate) store: JobStore,
     pub(crate) publisher: Publisher,
+    pub(crate) clusters: ClusterStore,
     pub(crate) settings: Settings,
     pub(crate) policy: RetryPolicy,
     /// The jobs running in this process: their claim and cancellation handle.
@@ -64,7 +66,12 @@ pub(crate) struct Shared {
 
 impl Worker {
     /// A worker with a unique id (host, process, random suffix) used as its lease owner.
-    pub fn new(store: JobStore, publisher: Publisher, settings: Settings) -> Worker {
+    pub fn new(
+        store: JobStore,
+        publisher: Publisher,
+        clusters: ClusterStore,
+        settings: Settings,
+    ) -> Worker {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
         let id = format!(
             "{host}-{}-{:08x}",
@@ -77,6 +84,7 @@ impl Worker {
                 id,
                 store,
                 publisher,
+                clusters,
                 settings,
                 policy,
                 running: Mutex::new(HashMap::new()),
@@ -310,6 +318,7 @@ async fn run_claimed(
             cancel: cancel.clone(),
             store: s.store.clone(),
             publisher: s.publisher.clone(),
+            clusters: s.clusters.clone(),
             max_attempts: s.policy.max_attempts(),
         };
         let timeout = Duration::from_secs(s.settings.worker.handler_timeout_secs.max(1));

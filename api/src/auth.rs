@@ -30,6 +30,18 @@ impl Caller {
             Role::Admin => Ok(()),
         }
     }
+
+    /// Refuses (403) callers that are neither teachers nor admins.
+    pub fn require_teacher(&self) -> Result<(), ApiError> {
+        match self.role {
+            Role::Admin => Ok(()),
+        }
+    }
+
+    /// Whether the caller sees everything (else only what it owns).
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
 }
 
 impl FromRequestParts<AppState> for Caller {

@@ -136,6 +136,27 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<sea_orm::DbErr> for ApiError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        if labfleet_jobs::store::is_connection_error(&e) {
+            ApiError::Unavailable("the database is unavailable; try again shortly".into())
+        } else {
+            ApiError::Internal(e.to_string())
+        }
+    }
+}
+
+impl From<labfleet_deploy::RequestError> for ApiError {
+    fn from(e: labfleet_deploy::RequestError) -> Self {
+        match e {
+            labfleet_deploy::RequestError::Invalid { field, message } => {
+                ApiError::invalid(field, format!("{field}: {message}"))
+            }
+            labfleet_deploy::RequestError::Db(e) => e.into(),
+        }
+    }
+}
+
 impl From<labfleet_clusters::ClusterError> for ApiError {
     fn from(e: labfleet_clusters::ClusterError) -> Self {
         use labfleet_clusters::ClusterError;

@@ -94,6 +94,32 @@ fn form_urlencoded_parse(query: &str) -> form_urlencoded::Parse<'_> {
 /// The `{id}` path segment as a job id.
 pub(crate) struct JobId(pub Uuid);
 
+/// A positive integer id in the path, or a 400 naming `field`.
+pub(crate) fn positive_id(raw: Option<String>, field: &str, what: &str) -> Result<i64, ApiError> {
+    let raw = raw.ok_or_else(|| ApiError::bad_field(field, "the path must end with one id"))?;
+    raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+        ApiError::bad_field(
+            field,
+            format!("`{raw}` is not a {what} (a positive integer)"),
+        )
+    })
+}
+
+/// The `{id}` path segment of a class.
+pub(crate) struct ClassId(pub i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClassId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let raw = Path::<String>::from_request_parts(parts, state)
+            .await
+            .ok()
+            .map(|Path(raw)| raw);
+        positive_id(raw, "id", "class id").map(ClassId)
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for JobId {
     type Rejection = ApiError;
 

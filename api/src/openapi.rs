@@ -5,7 +5,7 @@ use utoipa::{
     Modify, OpenApi,
 };
 
-use crate::routes::{clusters, health, jobs};
+use crate::routes::{classes, clusters, health, jobs};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,11 +14,14 @@ use crate::routes::{clusters, health, jobs};
         health::healthz, health::readyz, health::metrics,
         jobs::list, jobs::show, jobs::create, jobs::cancel, jobs::retry,
         clusters::list, clusters::create, clusters::update, clusters::delete, clusters::test,
+        classes::create, classes::list, classes::show, classes::resize, classes::delete,
+        classes::retry_failed,
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&BearerAuth),
     tags((name = "jobs", description = "Jobs and their progress"),
          (name = "clusters", description = "Proxmox clusters (admin)"),
+         (name = "classes", description = "Classes: bulk deployment of student VMs"),
          (name = "operations", description = "Health and metrics")),
 )]
 pub(crate) struct ApiDoc;

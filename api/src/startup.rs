@@ -32,6 +32,7 @@ impl Application {
     ) -> std::io::Result<Application> {
         let listener = tokio::net::TcpListener::bind(settings.bind).await?;
         let state = AppState {
+            classes: labfleet_deploy::ClassStore::new(store.db().clone()),
             store,
             clusters,
             publisher,
@@ -83,6 +84,20 @@ pub fn router(state: AppState) -> Router {
             put(routes::clusters::update).delete(routes::clusters::delete),
         )
         .route("/api/cluster-config/{db_id}/test", post(routes::clusters::test))
+        .route(
+            "/api/classes",
+            get(routes::classes::list).post(routes::classes::create),
+        )
+        .route(
+            "/api/classes/{id}",
+            get(routes::classes::show)
+                .patch(routes::classes::resize)
+                .delete(routes::classes::delete),
+        )
+        .route(
+            "/api/classes/{id}/retry-failed",
+            post(routes::classes::retry_failed),
+        )
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             (

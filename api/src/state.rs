@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use labfleet_clusters::ClusterStore;
+use labfleet_deploy::ClassStore;
 use labfleet_jobs::{JobStore, Publisher, Settings};
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -13,6 +14,8 @@ pub struct AppState {
     pub store: JobStore,
     /// Registered clusters.
     pub clusters: ClusterStore,
+    /// Classes and their VMs.
+    pub classes: ClassStore,
     /// Publishes jobs after commit.
     pub publisher: Publisher,
     /// Settings the process was built from.

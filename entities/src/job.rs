@@ -29,6 +29,10 @@ pub struct Model {
     pub started_at: Option<DateTimeUtc>,
     pub finished_at: Option<DateTimeUtc>,
     pub updated_at: DateTimeUtc,
+    /// The class a deployment belongs to (set on the parent job only).
+    pub class_id: Option<i64>,
+    /// What the handler is doing now (`cloning on pve2`), for progress views.
+    pub step: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

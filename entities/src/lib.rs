@@ -1,6 +1,8 @@
 //! SeaORM entities of labfleet's database. Only the table shapes live here; the queries and the
 //! behaviour belong to the crate that owns each concept (jobs: `labfleet-jobs`).
 
+pub mod class;
+pub mod class_vm;
 pub mod cluster;
 pub mod cluster_node;
 pub mod cluster_storage;

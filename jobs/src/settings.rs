@@ -40,6 +40,8 @@ pub struct Settings {
     pub retry: RetrySettings,
     /// Periodic recovery work.
     pub scheduler: SchedulerSettings,
+    /// Class deployments: limits and how hard Proxmox is pushed.
+    pub deploy: DeploySettings,
     /// Logging.
     pub log: LogSettings,
 }
@@ -60,6 +62,7 @@ impl Default for Settings {
             worker: WorkerSettings::default(),
             retry: RetrySettings::default(),
             scheduler: SchedulerSettings::default(),
+            deploy: DeploySettings::default(),
             log: LogSettings::default(),
         }
     }
@@ -211,6 +214,44 @@ impl Default for SchedulerSettings {
             sweep_interval_ms: 5_000,
             unpublished_grace_ms: 5_000,
             stale_message_ms: 300_000,
+        }
+    }
+}
+
+/// Class deployments. The caps shape load on Proxmox: one storage lock serializes every clone,
+/// allocation and free on a storage (FACTS §C4), and its acquire timeout is 10 s, so more
+/// clones in flight on one storage only queue and then time out. The caps hold across every
+/// worker process (they are slots in the database).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeploySettings {
+    /// Largest `pool_size` of a class.
+    pub max_pool_size: u32,
+    /// Proxmox tasks in flight per storage (clone, create, destroy), across all workers.
+    pub storage_concurrency: u32,
+    /// Proxmox tasks in flight per node, across all workers.
+    pub node_concurrency: u32,
+    /// Attempts of each VM's job (lock timeouts and HTTP 5xx are retried with jittered backoff).
+    pub vm_attempts: u32,
+    /// A freed VMID is not reused before this many seconds (stale caches, late tasks).
+    pub vmid_cooldown_secs: u64,
+    /// Longest pause between two polls of a running Proxmox task (polls start at 100 ms).
+    pub task_poll_max_ms: u64,
+    /// How long a handler waits for a task before it parks and continues later (no delivery is
+    /// held long).
+    pub inline_wait_secs: u64,
+}
+
+impl Default for DeploySettings {
+    fn default() -> Self {
+        DeploySettings {
+            max_pool_size: 2_000,
+            storage_concurrency: 12,
+            node_concurrency: 8,
+            vm_attempts: 10,
+            vmid_cooldown_secs: 600,
+            task_poll_max_ms: 250,
+            inline_wait_secs: 40,
         }
     }
 }

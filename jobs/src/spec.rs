@@ -57,6 +57,14 @@ impl Family {
 pub enum JobSpec {
     /// A diagnostic job with a configurable duration, failures, continuations and children.
     Noop(NoopArgs),
+    /// Plans a class's missing VMs (placement, VMIDs) and fans out one `deploy_vm` each.
+    DeployClass(ClassArgs),
+    /// Clones (or adopts) one VM of a class and powers it on if the class asks for it.
+    DeployVm(ClassVmArgs),
+    /// Destroys a class's VMs beyond `keep` (all of them when deleting the class).
+    DestroyClass(DestroyClassArgs),
+    /// Destroys one VM of a class and frees its VMID after the cool-down.
+    DestroyVm(ClassVmArgs),
 }
 
 impl JobSpec {
@@ -64,6 +72,10 @@ impl JobSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             JobSpec::Noop(_) => "noop",
+            JobSpec::DeployClass(_) => "deploy_class",
+            JobSpec::DeployVm(_) => "deploy_vm",
+            JobSpec::DestroyClass(_) => "destroy_class",
+            JobSpec::DestroyVm(_) => "destroy_vm",
         }
     }
 
@@ -71,6 +83,8 @@ impl JobSpec {
     pub fn family(&self) -> Family {
         match self {
             JobSpec::Noop(args) => args.family.unwrap_or(Family::Diag),
+            JobSpec::DeployClass(_) | JobSpec::DeployVm(_) => Family::Deploy,
+            JobSpec::DestroyClass(_) | JobSpec::DestroyVm(_) => Family::Vm,
         }
     }
 
@@ -88,6 +102,32 @@ impl JobSpec {
     pub fn from_parts(kind: &str, args: serde_json::Value) -> Result<JobSpec, serde_json::Error> {
         serde_json::from_value(serde_json::json!({ "kind": kind, "args": args }))
     }
+}
+
+/// Names a class.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassArgs {
+    /// `classes.id`.
+    pub class_id: i64,
+}
+
+/// Names one VM of a class.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassVmArgs {
+    /// `class_vms.id`.
+    pub class_vm_id: i64,
+}
+
+/// Which VMs of a class to destroy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestroyClassArgs {
+    /// `classes.id`.
+    pub class_id: i64,
+    /// Keep the VMs with index up to this (0: destroy all and delete the class).
+    pub keep: u32,
 }
 
 /// Arguments of the diagnostic `noop` job. Every field is optional; `{}` succeeds at once.

@@ -242,6 +242,18 @@ impl ProxmoxClient {
         upid: &Upid,
         timeout: Duration,
     ) -> Result<TaskStatus, ProxmoxError> {
+        self.wait_task_polling(upid, timeout, POLL_MAX).await
+    }
+
+    /// [`ProxmoxClient::wait_task`] with polls at most `max_poll` apart: whoever waits on a
+    /// critical path (the last clone of a class) learns of the end sooner, for a few more polls.
+    pub async fn wait_task_polling(
+        &self,
+        upid: &Upid,
+        timeout: Duration,
+        max_poll: Duration,
+    ) -> Result<TaskStatus, ProxmoxError> {
+        let max_poll = max_poll.max(POLL_START);
         let started = Instant::now();
         let deadline = started + timeout;
         let mut delay = POLL_START;
@@ -264,7 +276,7 @@ impl ProxmoxClient {
                 });
             }
             tokio::time::sleep(delay.min(deadline - now)).await;
-            delay = (delay * 3 / 2).min(POLL_MAX);
+            delay = (delay * 3 / 2).min(max_poll);
         }
     }
 }

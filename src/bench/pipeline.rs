@@ -178,6 +178,7 @@ async fn drive(
                 parent_id: None,
                 created_by: "bench".into(),
                 max_attempts: 3,
+                class_id: None,
             };
             let mut left = jobs;
             while left > 0 {

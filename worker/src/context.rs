@@ -2,7 +2,11 @@
 
 use std::{collections::HashMap, time::Duration};
 
+use std::sync::Arc;
+
 use labfleet_clusters::ClusterStore;
+use labfleet_deploy::{ClassStore, Slots};
+use labfleet_jobs::settings::DeploySettings;
 use labfleet_jobs::{store::NewJob, Family, JobSpec, JobStore, Publisher, StoreError};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -54,6 +58,8 @@ pub struct JobContext {
     pub job_id: Uuid,
     /// This attempt's number (1-based).
     pub attempt: i32,
+    /// The claim this run holds (fences its writes).
+    pub lease_token: Uuid,
     /// State saved by the previous run, for a continuation.
     pub checkpoint: Option<Value>,
     /// Who created the job.
@@ -66,21 +72,49 @@ pub struct JobContext {
     pub publisher: Publisher,
     /// Registered clusters (and their decrypted credentials, for talking to them).
     pub clusters: ClusterStore,
+    /// Classes and their VMs.
+    pub classes: ClassStore,
+    /// Cross-worker concurrency caps on Proxmox storages and nodes.
+    pub slots: Slots,
+    /// Deployment limits and pacing.
+    pub deploy: Arc<DeploySettings>,
     /// Attempts children get.
     pub max_attempts: u32,
 }
 
 impl JobContext {
+    /// Shows what the job is doing now in its progress (`cloning on pve2`). A failure to write it
+    /// is logged and otherwise ignored: the step is information, not state.
+    pub async fn set_step(&self, step: impl AsRef<str>) {
+        if let Err(e) = self
+            .store
+            .set_step(self.job_id, self.lease_token, step.as_ref())
+            .await
+        {
+            tracing::debug!(error = %e, "could not record the job's step");
+        }
+    }
+
     /// Creates this job's children (once, even if the job runs again) and publishes those not yet
     /// published. Returns `WaitChildren`, the outcome the handler should end with.
     pub async fn spawn_children(&self, children: Vec<JobSpec>) -> Result<JobOutcome, JobError> {
+        self.spawn_children_with(children, self.max_attempts).await
+    }
+
+    /// [`JobContext::spawn_children`] with the attempts each child gets.
+    pub async fn spawn_children_with(
+        &self,
+        children: Vec<JobSpec>,
+        max_attempts: u32,
+    ) -> Result<JobOutcome, JobError> {
         let new: Vec<NewJob> = children
             .into_iter()
             .map(|spec| NewJob {
                 spec,
                 parent_id: Some(self.job_id),
                 created_by: self.created_by.clone(),
-                max_attempts: self.max_attempts,
+                max_attempts,
+                class_id: None,
             })
             .collect();
         let Some(pending) = self.store.create_children(self.job_id, &new).await? else {

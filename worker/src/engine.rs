@@ -14,6 +14,8 @@ use std::{
 
 use chrono::Utc;
 use labfleet_clusters::ClusterStore;
+use labfleet_deploy::{ClassStore, Slots};
+use labfleet_jobs::settings::DeploySettings;
 use labfleet_jobs::{
     queue::Delivery,
     retry::{Reconnect, RetryPolicy},
@@ -53,6 +55,9 @@ pub(crate) struct Shared {
     pub(crate) store: JobStore,
     pub(crate) publisher: Publisher,
     pub(crate) clusters: ClusterStore,
+    pub(crate) classes: ClassStore,
+    pub(crate) slots: Slots,
+    pub(crate) deploy: Arc<DeploySettings>,
     pub(crate) settings: Settings,
     pub(crate) policy: RetryPolicy,
     /// The jobs running in this process: their claim and cancellation handle.
@@ -79,10 +84,15 @@ impl Worker {
             rand::random::<u32>()
         );
         let policy = RetryPolicy::new(settings.retry.clone());
+        let classes = ClassStore::new(store.db().clone());
+        let slots = Slots::new(store.db().clone());
         Worker {
             shared: Arc::new(Shared {
                 id,
                 store,
+                classes,
+                slots,
+                deploy: Arc::new(settings.deploy.clone()),
                 publisher,
                 clusters,
                 settings,
@@ -313,12 +323,16 @@ async fn run_claimed(
         let ctx = JobContext {
             job_id: job.id,
             attempt: job.attempt,
+            lease_token: job.lease_token,
             checkpoint: job.checkpoint.clone(),
             created_by: job.created_by.clone(),
             cancel: cancel.clone(),
             store: s.store.clone(),
             publisher: s.publisher.clone(),
             clusters: s.clusters.clone(),
+            classes: s.classes.clone(),
+            slots: s.slots.clone(),
+            deploy: s.deploy.clone(),
             max_attempts: s.policy.max_attempts(),
         };
         let timeout = Duration::from_secs(s.settings.worker.handler_timeout_secs.max(1));

@@ -11,7 +11,12 @@ use axum::{
 use labfleet_clusters::{connection::ConnectionError, ClusterInput, ClusterView};
 use serde::Serialize;
 
-use crate::{auth::Caller, error::ApiError, extract::parse_json, state::AppState};
+use crate::{
+    auth::Caller,
+    error::ApiError,
+    extract::{parse_json, positive_id},
+    state::AppState,
+};
 
 /// The `{db_id}` path segment.
 pub(crate) struct DbId(i64);
@@ -20,21 +25,11 @@ impl<S: Send + Sync> FromRequestParts<S> for DbId {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+        let raw = Path::<String>::from_request_parts(parts, state)
             .await
-            .map_err(|_| {
-                ApiError::bad_field("db_id", "the path must end with one cluster db_id")
-            })?;
-        raw.parse::<i64>()
             .ok()
-            .filter(|id| *id > 0)
-            .map(DbId)
-            .ok_or_else(|| {
-                ApiError::bad_field(
-                    "db_id",
-                    format!("`{raw}` is not a cluster db_id (a positive integer)"),
-                )
-            })
+            .map(|Path(raw)| raw);
+        positive_id(raw, "db_id", "cluster db_id").map(DbId)
     }
 }
 

@@ -39,6 +39,9 @@ pub(crate) struct ListParams {
     kind: Option<String>,
     /// Only children of this job.
     parent: Option<String>,
+    /// Only this class's jobs (its deployments and their per-VM children).
+    #[param(minimum = 1)]
+    class: Option<i64>,
     /// Page size (1–1000, default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
@@ -89,6 +92,7 @@ pub(crate) async fn list(
         kind: params.kind,
         parent,
         created_by: None,
+        class_id: params.class,
         limit: page_size(params.limit, "limit")?,
         offset: page_offset(params.offset, "offset")?,
     };
@@ -208,6 +212,7 @@ pub(crate) async fn create(
         parent_id: None,
         created_by: caller.name.clone(),
         max_attempts,
+        class_id: None,
     };
     let family = new.spec.family();
     let job_id = match idempotency_key(&headers)? {
@@ -251,7 +256,7 @@ pub(crate) fn accepted(job_id: Uuid) -> Response {
 
 /// Publishes a committed job, waiting briefly for the broker's confirm. A job that cannot be
 /// published now is still accepted: the recovery sweep publishes it once the broker is back.
-async fn publish_soon(state: &AppState, family: Family, id: Uuid) {
+pub(crate) async fn publish_soon(state: &AppState, family: Family, id: Uuid) {
     let ids = [id];
     match tokio::time::timeout(
         Duration::from_secs(1),
@@ -265,7 +270,7 @@ async fn publish_soon(state: &AppState, family: Family, id: Uuid) {
     }
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -346,16 +351,12 @@ pub(crate) struct Retried {
     requeued: usize,
 }
 
-/// Retry a failed, dead or cancelled job (for a parent: only its failed children).
-#[utoipa::path(post, path = "/api/jobs/{id}/retry", tag = "jobs", params(("id" = Uuid, Path, description = "Job id")),
-    security(("bearer" = [])),
-    responses((status = 202, body = Retried), (status = 404, body = crate::error::ErrorBody),
-        (status = 409, body = crate::error::ErrorBody)))]
-pub(crate) async fn retry(
-    _caller: Caller,
-    State(state): State<AppState>,
-    JobId(id): JobId,
-) -> Result<Response, ApiError> {
+/// Retries a job (for a parent: its failed children), publishes what was requeued and finishes
+/// a parent left with nothing to re-run.
+pub(crate) async fn retry_and_publish(
+    state: &AppState,
+    id: Uuid,
+) -> Result<labfleet_jobs::store::RetryOutcome, ApiError> {
     let out = state.store.retry(id).await?;
     let mut by_family: std::collections::HashMap<Family, Vec<Uuid>> = Default::default();
     for (family, job) in &out.requeued {
@@ -371,6 +372,20 @@ pub(crate) async fn retry(
     if let Err(e) = state.store.finalize_parents(&[id]).await {
         tracing::warn!(job.id = %id, error = %e, "could not finish the retried parent now");
     }
+    Ok(out)
+}
+
+/// Retry a failed, dead or cancelled job (for a parent: only its failed children).
+#[utoipa::path(post, path = "/api/jobs/{id}/retry", tag = "jobs", params(("id" = Uuid, Path, description = "Job id")),
+    security(("bearer" = [])),
+    responses((status = 202, body = Retried), (status = 404, body = crate::error::ErrorBody),
+        (status = 409, body = crate::error::ErrorBody)))]
+pub(crate) async fn retry(
+    _caller: Caller,
+    State(state): State<AppState>,
+    JobId(id): JobId,
+) -> Result<Response, ApiError> {
+    let out = retry_and_publish(&state, id).await?;
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, format!("/api/jobs/{id}"))],

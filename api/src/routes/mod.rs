@@ -1,5 +1,6 @@
 //! The routes, one module per resource.
 
+pub(crate) mod classes;
 pub(crate) mod clusters;
 pub(crate) mod health;
 pub(crate) mod jobs;

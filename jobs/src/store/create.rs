@@ -2,8 +2,11 @@
 //! `Idempotency-Key` (the same key returns the same job for 24 h; another body with it conflicts).
 
 use chrono::{Duration as ChronoDuration, Utc};
+use std::{future::Future, pin::Pin};
+
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+    TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -11,6 +14,9 @@ use labfleet_entities::{idempotency_key, job};
 
 use super::{event, insert_events, JobStore, StoreError};
 use crate::{spec::JobSpec, status::JobStatus};
+
+/// The future a [`JobStore::create_with`] builder returns: work on the open transaction.
+pub type TxnFuture<'t, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 't>>;
 
 /// How long an idempotency key is remembered.
 pub const IDEMPOTENCY_WINDOW_HOURS: i64 = 24;
@@ -26,6 +32,8 @@ pub struct NewJob {
     pub created_by: String,
     /// Attempts it gets.
     pub max_attempts: u32,
+    /// The class it works for (a class deployment's parent job), for `GET /api/jobs?class=`.
+    pub class_id: Option<i64>,
 }
 
 /// An `Idempotency-Key` sent with a request: the caller, the key, and a hash of the request body.
@@ -66,12 +74,36 @@ impl JobStore {
         new: &NewJob,
         claim: &IdempotencyClaim,
     ) -> Result<CreateOutcome, StoreError> {
-        if let Some(found) = self.lookup_key(claim).await? {
-            return Ok(found);
+        let new = new.clone();
+        self.create_with(Some(claim), move |_| Box::pin(async move { Ok(new) }))
+            .await
+    }
+
+    /// Creates one job together with rows of the caller's own: `build` runs first inside the
+    /// job's transaction (inserting, say, a class) and returns the job to create, so the rows and
+    /// the job commit or vanish together. With an idempotency key already used by the caller,
+    /// `build` does not run and the earlier job is returned.
+    pub async fn create_with<F>(
+        &self,
+        claim: Option<&IdempotencyClaim>,
+        build: F,
+    ) -> Result<CreateOutcome, StoreError>
+    where
+        F: for<'t> FnOnce(&'t DatabaseTransaction) -> TxnFuture<'t, NewJob>,
+    {
+        if let Some(claim) = claim {
+            if let Some(found) = self.find_idempotent(claim).await? {
+                return Ok(found);
+            }
         }
         let txn = self.db.begin().await?;
-        let ids = insert_jobs(&txn, std::slice::from_ref(new)).await?;
+        let new = build(&txn).await?;
+        let ids = insert_jobs(&txn, std::slice::from_ref(&new)).await?;
         let job_id = ids[0];
+        let Some(claim) = claim else {
+            txn.commit().await?;
+            return Ok(CreateOutcome::Created(job_id));
+        };
         let now = Utc::now();
         // An expired key of the same caller is replaced.
         idempotency_key::Entity::delete_many()
@@ -100,14 +132,16 @@ impl JobStore {
             Err(_) => {
                 // A concurrent request with the same key won the race: use its job.
                 txn.rollback().await?;
-                self.lookup_key(claim)
+                self.find_idempotent(claim)
                     .await?
                     .ok_or_else(|| StoreError::Conflict("idempotency key race".into()))
             }
         }
     }
 
-    async fn lookup_key(
+    /// What the caller's key already names within the window: the job of the same request, a
+    /// conflict for another request, or nothing.
+    pub async fn find_idempotent(
         &self,
         claim: &IdempotencyClaim,
     ) -> Result<Option<CreateOutcome>, StoreError> {
@@ -163,10 +197,12 @@ pub(crate) async fn insert_jobs<C: ConnectionTrait>(
             started_at: Set(None),
             finished_at: Set(None),
             updated_at: Set(now),
+            class_id: Set(new.class_id),
+            step: Set(None),
         });
         events.push(event(id, now, JobStatus::Queued.as_str(), 0, None));
     }
-    // 21 columns a row: 400 rows stay far below SQLite's bound-parameter limit.
+    // 23 columns a row: 400 rows stay far below SQLite's bound-parameter limit.
     for chunk in rows.chunks(400) {
         job::Entity::insert_many(chunk.to_vec())
             .exec_without_returning(conn)

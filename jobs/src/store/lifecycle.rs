@@ -454,6 +454,26 @@ impl JobStore {
         Ok(Some(out))
     }
 
+    /// Records what a running job is doing now. Fenced by the claim, so a run whose claim was
+    /// taken over cannot overwrite its successor's step; returns whether the step was written.
+    pub async fn set_step(
+        &self,
+        id: Uuid,
+        lease_token: Uuid,
+        step: &str,
+    ) -> Result<bool, StoreError> {
+        let step: String = step.chars().take(255).collect();
+        let done = self
+            .db
+            .execute(sql(
+                self.db.get_database_backend(),
+                "UPDATE jobs SET step = ? WHERE id = ? AND lease_token = ?",
+                vec![step.into(), id.into(), lease_token.into()],
+            ))
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Finishes parents whose children have all finished: `succeeded` when every child
     /// succeeded, else `failed` naming how many failed. A parent still held by a worker, or with
     /// an unfinished child, is left alone; the update re-checks that condition itself, so two

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use labfleet_entities::job_event;
 
 pub use control::{CancelOutcome, RetryOutcome};
-pub use create::{CreateOutcome, IdempotencyClaim, NewJob};
+pub use create::{CreateOutcome, IdempotencyClaim, NewJob, TxnFuture};
 pub use lifecycle::{Claimed, Completion, HeldLease, Outcome};
 pub use query::{JobDetail, JobEventView, JobFilter, JobSummary, Progress};
 pub use recovery::Republish;
@@ -93,7 +93,7 @@ impl JobStore {
 }
 
 /// Builds a statement from SQL written with `?` placeholders, numbering them for PostgreSQL.
-pub(crate) fn sql(backend: DatabaseBackend, text: &str, values: Vec<Value>) -> Statement {
+pub fn sql(backend: DatabaseBackend, text: &str, values: Vec<Value>) -> Statement {
     let text = if backend == DatabaseBackend::Postgres {
         let mut out = String::with_capacity(text.len() + 16);
         let mut n = 0;
@@ -114,7 +114,7 @@ pub(crate) fn sql(backend: DatabaseBackend, text: &str, values: Vec<Value>) -> S
 }
 
 /// `?, ?, ?` for `n` values.
-pub(crate) fn placeholders(n: usize) -> String {
+pub fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
 }
 

@@ -3,7 +3,9 @@
 //! count over an index), so it is exact at every poll.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -77,6 +79,8 @@ pub struct JobSummary {
     pub started_at: Option<DateTime<Utc>>,
     /// When it finished.
     pub finished_at: Option<DateTime<Utc>>,
+    /// What it is doing now (set by its handler).
+    pub step: Option<String>,
 }
 
 /// One timeline entry.
@@ -123,6 +127,8 @@ pub struct JobFilter {
     pub parent: Option<Uuid>,
     /// Only jobs created by this caller.
     pub created_by: Option<String>,
+    /// Only a class's jobs: its deployments and their children.
+    pub class_id: Option<i64>,
     /// Page size.
     pub limit: u64,
     /// Rows to skip.
@@ -207,6 +213,19 @@ impl JobStore {
         if let Some(owner) = &filter.created_by {
             q = q.filter(job::Column::CreatedBy.eq(owner.as_str()));
         }
+        if let Some(class_id) = filter.class_id {
+            // Only the parent carries the class; its children are found through it.
+            let parents = job::Entity::find()
+                .select_only()
+                .column(job::Column::Id)
+                .filter(job::Column::ClassId.eq(class_id))
+                .into_query();
+            q = q.filter(
+                sea_orm::Condition::any()
+                    .add(job::Column::ClassId.eq(class_id))
+                    .add(job::Column::ParentId.in_subquery(parents)),
+            );
+        }
         q = match filter.parent {
             Some(parent) => q
                 .filter(job::Column::ParentId.eq(parent))
@@ -228,6 +247,7 @@ impl JobStore {
                 job::Column::CreatedAt,
                 job::Column::StartedAt,
                 job::Column::FinishedAt,
+                job::Column::Step,
             ])
             .limit(filter.limit)
             .offset(filter.offset)
@@ -252,6 +272,7 @@ struct SummaryRow {
     created_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
+    step: Option<String>,
 }
 
 impl SummaryRow {
@@ -268,6 +289,7 @@ impl SummaryRow {
             created_at: self.created_at,
             started_at: self.started_at,
             finished_at: self.finished_at,
+            step: self.step,
         }
     }
 }
@@ -285,6 +307,7 @@ fn summary(row: job::Model) -> JobSummary {
         created_at: row.created_at,
         started_at: row.started_at,
         finished_at: row.finished_at,
+        step: row.step,
     }
 }
 

@@ -147,6 +147,7 @@ pub async fn run_command(sim: &Arc<Sim>, node: &str, cmd: &str) -> Output {
         "qm" => qm(sim, node, &words[1..]).await,
         "qemu-img" => qemu_img(sim, &words[1..]).await,
         "pvesm" => pvesm(sim, node, &words[1..]),
+        "mkdir" => mkdir(sim, &words[1..]),
         "true" => Output::ok(String::new()),
         other => Output::err(format!("bash: line 1: {other}: command not found"), 127),
     }
@@ -390,6 +391,29 @@ async fn qemu_img(sim: &Arc<Sim>, args: &[String]) -> Output {
         Some(other) => Output::err(format!("qemu-img: Command not found: {other}"), 1),
         None => Output::err("qemu-img: Not enough arguments", 1),
     }
+}
+
+/// `mkdir [-p] DIR…`, confined to the simulator's data directory (where storages live).
+fn mkdir(sim: &Sim, args: &[String]) -> Output {
+    let parents = args.iter().any(|a| a == "-p");
+    for dir in args.iter().filter(|a| !a.starts_with('-')) {
+        let path = std::path::Path::new(dir);
+        if !path.starts_with(&sim.data_dir) {
+            return Output::err(
+                format!("mkdir: cannot create directory '{dir}': Permission denied"),
+                1,
+            );
+        }
+        let made = if parents {
+            std::fs::create_dir_all(path)
+        } else {
+            std::fs::create_dir(path)
+        };
+        if let Err(e) = made {
+            return Output::err(format!("mkdir: cannot create directory '{dir}': {e}"), 1);
+        }
+    }
+    Output::ok(String::new())
 }
 
 fn pvesm(sim: &Sim, node: &str, args: &[String]) -> Output {

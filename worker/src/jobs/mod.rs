@@ -1,5 +1,7 @@
-//! Job handlers, one module per kind, and the one exhaustive `match` that dispatches to them.
+//! Job handlers, one module per kind (or family of kinds), and the one exhaustive `match` that
+//! dispatches to them.
 
+mod deploy;
 mod noop;
 
 use labfleet_jobs::JobSpec;
@@ -10,5 +12,9 @@ use crate::context::{JobContext, JobError, JobOutcome};
 pub async fn run(spec: JobSpec, ctx: JobContext) -> Result<JobOutcome, JobError> {
     match spec {
         JobSpec::Noop(args) => noop::run(args, ctx).await,
+        JobSpec::DeployClass(args) => deploy::class::run(args, ctx).await,
+        JobSpec::DeployVm(args) => deploy::vm::run(args, ctx).await,
+        JobSpec::DestroyClass(args) => deploy::destroy::class(args, ctx).await,
+        JobSpec::DestroyVm(args) => deploy::destroy::vm(args, ctx).await,
     }
 }

@@ -1,0 +1,20 @@
+//! Class deployment, everything but the Proxmox calls themselves (those live in the worker's job
+//! handlers): the request and its validation, the stored plan (placement and VMID reservations),
+//! VM names and the ownership marker, and the cross-worker concurrency slots.
+
+pub mod classes;
+pub mod marker;
+pub mod method;
+pub mod naming;
+pub mod placement;
+pub mod plan;
+pub mod request;
+pub mod slots;
+pub mod vmids;
+
+pub use classes::{ClassStore, VmChange, VmView};
+pub use marker::Marker;
+pub use method::DeployMethod;
+pub use plan::{plan_missing, ClusterSnapshot, PlanError};
+pub use request::{ClassRequest, NewClass, RequestError};
+pub use slots::{Slots, Want};

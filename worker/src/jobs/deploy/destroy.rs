@@ -1,0 +1,188 @@
+//! `destroy_class` (fans out over the VMs to remove) and `destroy_vm` (stops and destroys one VM,
+//! then frees its VMID for reuse after the cool-down). A VM that is already gone counts as
+//! destroyed; a VM on our VMID without our marker is never touched.
+
+use std::time::Duration;
+
+use labfleet_deploy::{
+    classes::{class_state, vm_state},
+    vmids, ClassStore, VmChange, Want,
+};
+use labfleet_jobs::{ClassVmArgs, DestroyClassArgs, JobSpec};
+use labfleet_proxmox::{DestroyParams, StopParams};
+
+use super::{connect, db, inspect, park, pve, run_deadline, wait_task, Found, Waited};
+use crate::context::{JobContext, JobError, JobOutcome};
+
+pub(crate) async fn class(args: DestroyClassArgs, ctx: JobContext) -> Result<JobOutcome, JobError> {
+    let class = ctx
+        .classes
+        .get(args.class_id)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| JobError::Permanent(format!("class {} does not exist", args.class_id)))?;
+    // A deployment still winding down (its cancel was asked for) would race the destroy.
+    if let Some((job, kind)) = ctx.classes.unfinished_job(class.id).await.map_err(db)? {
+        if job != ctx.job_id && kind == "deploy_class" {
+            ctx.set_step("waiting for the deployment to stop").await;
+            return Ok(park(Duration::from_secs(1), "deployment still running"));
+        }
+    }
+    let doomed: Vec<JobSpec> = ctx
+        .classes
+        .vm_rows(class.id)
+        .await
+        .map_err(db)?
+        .into_iter()
+        .filter(|vm| vm.idx as u32 > args.keep)
+        .map(|vm| JobSpec::DestroyVm(ClassVmArgs { class_vm_id: vm.id }))
+        .collect();
+    if doomed.is_empty() {
+        if args.keep == 0 {
+            ClassStore::set_state(ctx.store.db(), class.id, class_state::DELETED)
+                .await
+                .map_err(db)?;
+        }
+        return Ok(JobOutcome::Done(Some(
+            serde_json::json!({ "destroyed": 0 }),
+        )));
+    }
+    ctx.set_step(format!("destroying {} VMs", doomed.len()))
+        .await;
+    ctx.spawn_children_with(doomed, ctx.deploy.vm_attempts.max(1))
+        .await
+}
+
+pub(crate) async fn vm(args: ClassVmArgs, ctx: JobContext) -> Result<JobOutcome, JobError> {
+    let Some(vm) = ctx.classes.vm(args.class_vm_id).await.map_err(db)? else {
+        return Ok(JobOutcome::Done(None));
+    };
+    ctx.classes
+        .update_vm(
+            vm.id,
+            VmChange {
+                state: Some(vm_state::DELETING),
+                job_id: Some(ctx.job_id),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(db)?;
+    let (cluster, client) = connect(&ctx, vm.cluster_db_id).await?;
+    let deadline = run_deadline(&ctx);
+    let holder = ctx.job_id.to_string();
+    let result = async {
+        let (found, _) = inspect(&client, vm.vmid, vm.id).await.map_err(pve)?;
+        match found {
+            Found::Absent => {}
+            Found::Foreign { node } => {
+                // Not ours: leave it alone, and never hand its VMID out again.
+                tracing::warn!(
+                    vmid = vm.vmid,
+                    node,
+                    "a foreign VM sits on a class VMID; not destroying it"
+                );
+                vmids::quarantine(ctx.store.db(), cluster.id, vm.vmid)
+                    .await
+                    .map_err(db)?;
+                forget(&ctx, &vm).await?;
+                return Ok(JobOutcome::Done(Some(
+                    serde_json::json!({ "foreign": vm.vmid }),
+                )));
+            }
+            Found::Ours {
+                in_progress: true, ..
+            } => {
+                ctx.set_step("waiting for its clone to finish").await;
+                return Ok(park(Duration::from_secs(1), "clone still running"));
+            }
+            Found::Ours { node, running, .. } => {
+                let vmid = vm.vmid as u32;
+                if running {
+                    ctx.set_step(format!("stopping {vmid}")).await;
+                    let upid = client
+                        .qemu_stop(&node, vmid, &StopParams::default())
+                        .await
+                        .map_err(pve)?;
+                    if let Waited::StillRunning =
+                        wait_task(&ctx, &client, &upid, None, deadline).await?
+                    {
+                        return Ok(park(Duration::from_secs(1), "stop task running"));
+                    }
+                }
+                // Destroying frees volumes under the storage lock: take the node's and storage
+                // slots like a clone does (the storages are not known here; the node is).
+                let wants = [Want::node(cluster.id, &node, ctx.deploy.node_concurrency)];
+                let patience = deadline
+                    .saturating_duration_since(tokio::time::Instant::now())
+                    .min(Duration::from_secs(10));
+                if !ctx
+                    .slots
+                    .acquire(&wants, &holder, Duration::from_secs(120), patience)
+                    .await
+                    .map_err(db)?
+                {
+                    return Ok(park(Duration::from_millis(500), "waiting for a slot"));
+                }
+                ctx.set_step(format!("destroying {vmid} on {node}")).await;
+                let params = DestroyParams {
+                    purge: Some(true),
+                    destroy_unreferenced_disks: Some(true),
+                    ..Default::default()
+                };
+                let upid = client.qemu_delete(&node, vmid, &params).await;
+                let upid = match upid {
+                    Ok(upid) => upid,
+                    Err(e) if e.is_not_found() => return finish(&ctx, &vm, cluster.id).await,
+                    Err(e) => return Err(pve(e)),
+                };
+                if let Waited::StillRunning =
+                    wait_task(&ctx, &client, &upid, None, deadline).await?
+                {
+                    return Ok(park(Duration::from_secs(1), "destroy task running"));
+                }
+            }
+        }
+        finish(&ctx, &vm, cluster.id).await
+    }
+    .await;
+    if !matches!(result, Ok(JobOutcome::Continue { .. })) {
+        if let Err(e) = ctx.slots.release(&holder).await {
+            tracing::warn!(error = %e, "could not release slots; they expire by themselves");
+        }
+    }
+    result
+}
+
+/// The VM is gone: free its VMID (after the cool-down) and drop its row.
+async fn finish(
+    ctx: &JobContext,
+    vm: &labfleet_entities::class_vm::Model,
+    cluster_db_id: i64,
+) -> Result<JobOutcome, JobError> {
+    vmids::release(ctx.store.db(), cluster_db_id, vm.vmid)
+        .await
+        .map_err(db)?;
+    forget(ctx, vm).await?;
+    Ok(JobOutcome::Done(Some(
+        serde_json::json!({ "destroyed": vm.vmid }),
+    )))
+}
+
+/// Drops a VM's row; the last VM of a class being deleted marks the class deleted.
+async fn forget(ctx: &JobContext, vm: &labfleet_entities::class_vm::Model) -> Result<(), JobError> {
+    ClassStore::delete_vm(ctx.store.db(), vm.id)
+        .await
+        .map_err(db)?;
+    let class = ctx.classes.get(vm.class_id).await.map_err(db)?;
+    if let Some(class) = class {
+        if class.state == class_state::DELETING
+            && ctx.classes.vm_rows(class.id).await.map_err(db)?.is_empty()
+        {
+            ClassStore::set_state(ctx.store.db(), class.id, class_state::DELETED)
+                .await
+                .map_err(db)?;
+        }
+    }
+    Ok(())
+}

@@ -5,7 +5,7 @@ use utoipa::{
     Modify, OpenApi,
 };
 
-use crate::routes::{clusters, health, jobs};
+use crate::routes::{clusters, health, inventory, jobs};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,11 +14,13 @@ use crate::routes::{clusters, health, jobs};
         health::healthz, health::readyz, health::metrics,
         jobs::list, jobs::show, jobs::create, jobs::cancel, jobs::retry,
         clusters::list, clusters::create, clusters::update, clusters::delete, clusters::test,
+        inventory::sync, inventory::templates, inventory::isos,
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&BearerAuth),
     tags((name = "jobs", description = "Jobs and their progress"),
          (name = "clusters", description = "Proxmox clusters (admin)"),
+         (name = "inventory", description = "Nodes, storages, templates and ISOs synced from the clusters"),
          (name = "operations", description = "Health and metrics")),
 )]
 pub(crate) struct ApiDoc;

@@ -83,6 +83,9 @@ pub fn router(state: AppState) -> Router {
             put(routes::clusters::update).delete(routes::clusters::delete),
         )
         .route("/api/cluster-config/{db_id}/test", post(routes::clusters::test))
+        .route("/api/cluster-config/{db_id}/sync", post(routes::inventory::sync))
+        .route("/api/templates", get(routes::inventory::templates))
+        .route("/api/isos", get(routes::inventory::isos))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             (

@@ -5,12 +5,14 @@
 pub mod connection;
 pub mod import;
 pub mod input;
+pub mod inventory;
 pub mod secrets;
 pub mod store;
 pub mod view;
 
 pub use connection::{test_connection, ConnectionReport};
 pub use input::{ClusterInput, InputError};
+pub use inventory::{sync_cluster, Inventory, InventoryFilter, SyncReport, SyncScope};
 pub use secrets::{SecretBox, SecretKeyError};
 pub use store::{ClusterError, ClusterStore};
 pub use view::ClusterView;

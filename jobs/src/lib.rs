@@ -14,6 +14,6 @@ pub mod store;
 pub use publisher::Publisher;
 pub use queue::{Delivery, Queue, QueueError};
 pub use settings::Settings;
-pub use spec::{Family, JobSpec, NoopArgs};
+pub use spec::{Family, JobSpec, NoopArgs, SyncClusterArgs};
 pub use status::JobStatus;
 pub use store::{JobStore, StoreError};

@@ -57,6 +57,8 @@ impl Family {
 pub enum JobSpec {
     /// A diagnostic job with a configurable duration, failures, continuations and children.
     Noop(NoopArgs),
+    /// Refresh a cluster's inventory (nodes, storages, templates, ISOs) from Proxmox.
+    SyncCluster(SyncClusterArgs),
 }
 
 impl JobSpec {
@@ -64,6 +66,7 @@ impl JobSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             JobSpec::Noop(_) => "noop",
+            JobSpec::SyncCluster(_) => "sync_cluster",
         }
     }
 
@@ -71,6 +74,7 @@ impl JobSpec {
     pub fn family(&self) -> Family {
         match self {
             JobSpec::Noop(args) => args.family.unwrap_or(Family::Diag),
+            JobSpec::SyncCluster(_) => Family::Sync,
         }
     }
 
@@ -88,6 +92,25 @@ impl JobSpec {
     pub fn from_parts(kind: &str, args: serde_json::Value) -> Result<JobSpec, serde_json::Error> {
         serde_json::from_value(serde_json::json!({ "kind": kind, "args": args }))
     }
+}
+
+/// Arguments of `sync_cluster`. Nodes and storages are always refreshed; templates and ISOs
+/// when asked for here and allowed by the cluster's toggles.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncClusterArgs {
+    /// The cluster (`clusters.id`).
+    pub cluster_db_id: i64,
+    /// Refresh templates (default true).
+    #[serde(default = "yes")]
+    pub templates: bool,
+    /// Refresh ISOs (default true).
+    #[serde(default = "yes")]
+    pub isos: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Arguments of the diagnostic `noop` job. Every field is optional; `{}` succeeds at once.
@@ -173,6 +196,25 @@ mod tests {
         });
         let back = JobSpec::from_parts(spec.kind(), spec.args_json()).expect("parses");
         assert_eq!(back, spec);
+    }
+
+    #[test]
+    fn sync_cluster_travels_on_the_sync_queue_and_defaults_to_everything() {
+        let spec = JobSpec::from_parts("sync_cluster", serde_json::json!({"cluster_db_id": 7}))
+            .expect("parses");
+        assert_eq!(
+            spec,
+            JobSpec::SyncCluster(SyncClusterArgs {
+                cluster_db_id: 7,
+                templates: true,
+                isos: true
+            })
+        );
+        assert_eq!((spec.kind(), spec.family()), ("sync_cluster", Family::Sync));
+        assert_eq!(
+            JobSpec::from_parts(spec.kind(), spec.args_json()).expect("parses"),
+            spec
+        );
     }
 
     #[test]

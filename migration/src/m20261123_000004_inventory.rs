@@ -228,7 +228,11 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(Isos::Size).big_integer().null())
                     .col(ColumnDef::new(Isos::Shared).boolean().not_null())
                     .col(ColumnDef::new(Isos::Gone).boolean().not_null())
-                    .col(ColumnDef::new(Isos::GoneAt).timestamp_with_time_zone().null())
+                    .col(
+                        ColumnDef::new(Isos::GoneAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
                     .col(timestamp(Isos::FirstSeenAt))
                     .col(timestamp(Isos::SyncedAt))
                     .to_owned(),

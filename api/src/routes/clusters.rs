@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::{auth::Caller, error::ApiError, extract::parse_json, state::AppState};
 
 /// The `{db_id}` path segment.
-pub(crate) struct DbId(i64);
+pub(crate) struct DbId(pub i64);
 
 impl<S: Send + Sync> FromRequestParts<S> for DbId {
     type Rejection = ApiError;

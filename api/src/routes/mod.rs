@@ -2,4 +2,5 @@
 
 pub(crate) mod clusters;
 pub(crate) mod health;
+pub(crate) mod inventory;
 pub(crate) mod jobs;

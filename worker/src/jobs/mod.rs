@@ -1,6 +1,7 @@
 //! Job handlers, one module per kind, and the one exhaustive `match` that dispatches to them.
 
 mod noop;
+mod sync;
 
 use labfleet_jobs::JobSpec;
 
@@ -10,5 +11,6 @@ use crate::context::{JobContext, JobError, JobOutcome};
 pub async fn run(spec: JobSpec, ctx: JobContext) -> Result<JobOutcome, JobError> {
     match spec {
         JobSpec::Noop(args) => noop::run(args, ctx).await,
+        JobSpec::SyncCluster(args) => sync::run(args, ctx).await,
     }
 }

@@ -5,6 +5,9 @@
 
 use std::time::Duration;
 
+use labfleet_proxmox::{
+    ClientConfig, CloneParams, Credentials, DestroyParams, ProxmoxClient, Upid,
+};
 use reqwest::Method;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -78,67 +81,37 @@ fn by_vmid(templates: &[Value], vmid: i64) -> Option<&Value> {
 
 /// Speaks to the simulator's Proxmox API directly, as an operator would.
 struct SimApi {
-    http: reqwest::Client,
-    base: String,
-    auth: String,
+    client: ProxmoxClient,
+    control: String,
 }
 
 impl SimApi {
     fn new(sim: &labfleet_sim::SimHandle) -> Self {
+        let config = ClientConfig::new(
+            sim.url.clone(),
+            Credentials::token(sim.token_id.clone(), sim.token_secret.clone()),
+        )
+        .verify_ssl(false);
         SimApi {
-            http: reqwest::Client::builder()
-                .danger_accept_invalid_certs(true)
-                .build()
-                .unwrap(),
-            base: sim.url.trim_end_matches('/').to_string(),
-            auth: sim.token_header(),
+            client: ProxmoxClient::new(config).unwrap(),
+            control: format!("{}/_sim/faults", sim.url.trim_end_matches('/')),
         }
     }
 
-    /// Starts a task and waits until it ended OK.
-    async fn task(&self, method: Method, path: &str, form: &[(&str, &str)]) {
-        let resp = self
-            .http
-            .request(method, format!("{}/api2/json{path}", self.base))
-            .header("Authorization", &self.auth)
-            .form(form)
-            .send()
+    async fn wait(&self, upid: Upid) {
+        self.client
+            .wait_task(&upid, Duration::from_secs(20))
             .await
             .unwrap();
-        assert!(resp.status().is_success(), "{path}: {}", resp.status());
-        let upid = resp.json::<Value>().await.unwrap()["data"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let node = upid.split(':').nth(1).unwrap().to_string();
-        for _ in 0..400 {
-            let status: Value = self
-                .http
-                .get(format!(
-                    "{}/api2/json/nodes/{node}/tasks/{}/status",
-                    self.base,
-                    urlencode(&upid)
-                ))
-                .header("Authorization", &self.auth)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if status["data"]["status"] == "stopped" {
-                assert_eq!(status["data"]["exitstatus"], "OK", "{path}: {status}");
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("task {upid} did not finish");
     }
 
+    /// Sets the simulator's injected faults (its control endpoint, outside the PVE API).
     async fn set_faults(&self, faults: Value) {
-        let resp = self
-            .http
-            .put(format!("{}/_sim/faults", self.base))
+        let resp = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .unwrap()
+            .put(&self.control)
             .json(&faults)
             .send()
             .await
@@ -147,38 +120,37 @@ impl SimApi {
     }
 }
 
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 async fn inventory_follows_the_cluster(backend: Backend) {
     let app = spawn_app(backend).await;
     let (sim, _dir) = spawn_sim().await;
     let pve = SimApi::new(&sim);
     // One guest on pve2, so the placement load is visible: a linked clone of the shared 104.
-    pve.task(
-        Method::POST,
-        "/nodes/pve1/qemu/104/clone",
-        &[("newid", "300"), ("target", "pve2"), ("name", "guest-one")],
-    )
-    .await;
+    let clone = CloneParams {
+        newid: 300,
+        name: Some("guest-one".into()),
+        target: Some("pve2".into()),
+        ..Default::default()
+    };
+    pve.wait(pve.client.qemu_clone("pve1", 104, &clone).await.unwrap())
+        .await;
     let db_id = register(&app, &sim, json!({})).await;
 
     let report = sync(&app, db_id).await;
     assert_eq!(report["cluster"], CLUSTER);
     assert_eq!(report["nodes"], 3, "{report}");
-    assert_eq!(report["storages"], 9, "3 nodes x (local, local-lvm, nfs-shared): {report}");
+    assert_eq!(
+        report["storages"], 9,
+        "3 nodes x (local, local-lvm, nfs-shared): {report}"
+    );
     assert_eq!(report["templates"]["added"], 2, "{report}");
     assert_eq!(report["isos"]["added"], 12, "{report}");
 
-    let templates = list(&app, &format!("/api/templates?cluster={CLUSTER}"), "templates").await;
+    let templates = list(
+        &app,
+        &format!("/api/templates?cluster={CLUSTER}"),
+        "templates",
+    )
+    .await;
     assert_eq!(templates.len(), 2, "{templates:#?}");
     let t104 = by_vmid(&templates, 104).expect("104 listed");
     assert_eq!(t104["cluster"], CLUSTER);
@@ -195,7 +167,9 @@ async fn inventory_follows_the_cluster(backend: Backend) {
     assert_eq!(scsi0["format"], "qcow2");
     assert_eq!(scsi0["size"], 2i64 << 30);
     assert_eq!(scsi0["shared"], true);
-    assert!(disks.iter().any(|d| d["cloudinit"] == true && d["shared"] == true));
+    assert!(disks
+        .iter()
+        .any(|d| d["cloudinit"] == true && d["shared"] == true));
     let t105 = by_vmid(&templates, 105).expect("105 listed");
     assert_eq!(t105["node"], "pve1");
     assert_eq!(t105["all_shared"], false, "{t105:#}");
@@ -221,12 +195,19 @@ async fn inventory_follows_the_cluster(backend: Backend) {
         "templates are no load; the clone on pve2 is"
     );
     assert_eq!(nodes[0].ip.as_deref(), Some("127.0.0.11"));
-    assert!(nodes.iter().all(|n| n.cpus.is_some() && n.max_mem.is_some()));
+    assert!(nodes
+        .iter()
+        .all(|n| n.cpus.is_some() && n.max_mem.is_some()));
     let storages = inventory.storages(db_id).await.unwrap();
     assert_eq!(storages.len(), 9);
-    let nfs: Vec<_> = storages.iter().filter(|s| s.storage == "nfs-shared").collect();
+    let nfs: Vec<_> = storages
+        .iter()
+        .filter(|s| s.storage == "nfs-shared")
+        .collect();
     assert_eq!(nfs.len(), 3);
-    assert!(nfs.iter().all(|s| s.shared && s.storage_type == "nfs" && s.active));
+    assert!(nfs
+        .iter()
+        .all(|s| s.shared && s.storage_type == "nfs" && s.active));
     assert!(storages
         .iter()
         .any(|s| s.storage == "local-lvm" && s.storage_type == "lvmthin" && !s.shared));
@@ -263,7 +244,15 @@ async fn inventory_follows_the_cluster(backend: Backend) {
     pve.set_faults(json!({})).await;
 
     // A template destroyed on the cluster is marked gone by the next sync, never deleted.
-    pve.task(Method::DELETE, "/nodes/pve1/qemu/105", &[]).await;
+    let first_seen_105 = inventory
+        .template(db_id, 105)
+        .await
+        .unwrap()
+        .unwrap()
+        .first_seen_at;
+    let destroy = DestroyParams::default();
+    pve.wait(pve.client.qemu_delete("pve1", 105, &destroy).await.unwrap())
+        .await;
     let report = sync(&app, db_id).await;
     assert_eq!(report["templates"]["gone"], 1, "{report}");
     assert_eq!(report["templates"]["added"], 0, "{report}");
@@ -277,10 +266,31 @@ async fn inventory_follows_the_cluster(backend: Backend) {
     let row = inventory.template(db_id, 105).await.unwrap().unwrap();
     assert!(row.gone && row.gone_at.is_some());
 
+    // A template with that VMID again (now a clone of 104 on NFS): back, with its new volumes.
+    let clone = CloneParams {
+        newid: 105,
+        name: Some("debian-reborn".into()),
+        ..Default::default()
+    };
+    pve.wait(pve.client.qemu_clone("pve1", 104, &clone).await.unwrap())
+        .await;
+    pve.wait(pve.client.qemu_template("pve1", 105, None).await.unwrap())
+        .await;
+    let report = sync(&app, db_id).await;
+    assert_eq!(report["templates"]["updated"], 1, "{report}");
+    let row = inventory.template(db_id, 105).await.unwrap().unwrap();
+    assert!(!row.gone && row.gone_at.is_none(), "{row:?}");
+    assert_eq!(row.name, "debian-reborn");
+    assert!(row.all_shared, "its volumes are on nfs-shared now: {row:?}");
+    assert_eq!(row.first_seen_at, first_seen_105, "first_seen_at is kept");
+
     sim.shutdown().await;
     app.finish().await;
 }
-both_backends!(inventory_follows_the_cluster_on, inventory_follows_the_cluster);
+both_backends!(
+    inventory_follows_the_cluster_on,
+    inventory_follows_the_cluster
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn toggles_decide_what_is_synced() {
@@ -300,13 +310,27 @@ async fn toggles_decide_what_is_synced() {
             .contains("allow_template_sync"),
         "{report}"
     );
-    assert!(report["isos_skipped"].as_str().unwrap().contains("allow_iso_sync"));
+    assert!(report["isos_skipped"]
+        .as_str()
+        .unwrap()
+        .contains("allow_iso_sync"));
     assert!(report["templates"].is_null() && report["isos"].is_null());
     assert!(list(&app, "/api/templates", "templates").await.is_empty());
     assert!(list(&app, "/api/isos", "isos").await.is_empty());
     // Nodes and storages are refreshed whatever the toggles say.
-    assert_eq!(app.clusters.inventory().nodes(db_id).await.unwrap().len(), 3);
-    assert_eq!(app.clusters.inventory().storages(db_id).await.unwrap().len(), 9);
+    assert_eq!(
+        app.clusters.inventory().nodes(db_id).await.unwrap().len(),
+        3
+    );
+    assert_eq!(
+        app.clusters
+            .inventory()
+            .storages(db_id)
+            .await
+            .unwrap()
+            .len(),
+        9
+    );
 
     let (status, resp) = app
         .call(
@@ -332,7 +356,9 @@ async fn toggles_decide_what_is_synced() {
         .await;
     assert_eq!(status, 200, "{resp}");
     let id = start_sync(&app, db_id, Some(json!({"templates": false}))).await;
-    let job = app.wait_status(id, "succeeded", Duration::from_secs(30)).await;
+    let job = app
+        .wait_status(id, "succeeded", Duration::from_secs(30))
+        .await;
     assert_eq!(job["result"]["templates_skipped"], "not requested");
     assert_eq!(job["result"]["isos"]["added"], 12, "{job:#}");
     sim.shutdown().await;
@@ -352,7 +378,10 @@ async fn an_unreachable_cluster_is_retried_with_the_reason_recorded() {
     let db_id = register_at(&app, port, "root@pam!labfleet", secret, json!({})).await;
     let id = start_sync(&app, db_id, None).await;
     let job = app.wait_status(id, "dead", Duration::from_secs(30)).await;
-    assert_eq!(job["attempts"], 3, "transient: every attempt was made: {job:#}");
+    assert_eq!(
+        job["attempts"], 3,
+        "transient: every attempt was made: {job:#}"
+    );
     let error = job["error"].as_str().unwrap();
     assert!(error.contains("cannot connect"), "{error}");
     assert!(error.contains(CLUSTER), "{error}");
@@ -383,11 +412,19 @@ async fn bad_requests_get_clear_4xx_answers() {
     let (status, body) = app
         .call(Method::POST, "/api/cluster-config/999999/sync", None)
         .await;
-    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("not_found")),
+        "{body}"
+    );
     let (status, body) = app
         .call(Method::POST, "/api/cluster-config/abc/sync", None)
         .await;
-    assert_eq!((status, body["field"].as_str()), (400, Some("db_id")), "{body}");
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("db_id")),
+        "{body}"
+    );
     let (status, body) = app
         .call(
             Method::POST,
@@ -395,7 +432,11 @@ async fn bad_requests_get_clear_4xx_answers() {
             Some(json!({"isos": "yes"})),
         )
         .await;
-    assert_eq!((status, body["field"].as_str()), (400, Some("isos")), "{body}");
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("isos")),
+        "{body}"
+    );
     let (status, body) = app
         .call(
             Method::POST,
@@ -403,7 +444,11 @@ async fn bad_requests_get_clear_4xx_answers() {
             Some(json!({"everything": true})),
         )
         .await;
-    assert_eq!((status, body["field"].as_str()), (400, Some("everything")), "{body}");
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("everything")),
+        "{body}"
+    );
 
     for path in ["/api/templates?cluster=nope", "/api/isos?cluster=nope"] {
         let (status, body) = app.call(Method::GET, path, None).await;
@@ -413,11 +458,17 @@ async fn bad_requests_get_clear_4xx_answers() {
     let (status, body) = app
         .call(Method::GET, "/api/templates?include_gone=maybe", None)
         .await;
-    assert_eq!((status, body["field"].as_str()), (400, Some("include_gone")), "{body}");
-    let (status, body) = app
-        .call(Method::GET, "/api/isos?node=pve1", None)
-        .await;
-    assert_eq!((status, body["field"].as_str()), (400, Some("node")), "{body}");
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("include_gone")),
+        "{body}"
+    );
+    let (status, body) = app.call(Method::GET, "/api/isos?node=pve1", None).await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("node")),
+        "{body}"
+    );
     let status = app
         .http
         .get(app.url("/api/templates"))
@@ -435,8 +486,18 @@ async fn bad_requests_get_clear_4xx_answers() {
             .header("Idempotency-Key", key)
             .send()
     };
-    let first: Value = post("sync-once", db_id).await.unwrap().json().await.unwrap();
-    let again: Value = post("sync-once", db_id).await.unwrap().json().await.unwrap();
+    let first: Value = post("sync-once", db_id)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let again: Value = post("sync-once", db_id)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(first["job_id"], again["job_id"]);
     let other = register_at(
         &app,
@@ -449,7 +510,8 @@ async fn bad_requests_get_clear_4xx_answers() {
     let conflict = post("sync-once", other).await.unwrap();
     assert_eq!(conflict.status().as_u16(), 409);
     let id: Uuid = first["job_id"].as_str().unwrap().parse().unwrap();
-    app.wait_status(id, "succeeded", Duration::from_secs(30)).await;
+    app.wait_status(id, "succeeded", Duration::from_secs(30))
+        .await;
     sim.shutdown().await;
     app.finish().await;
 }

@@ -3,20 +3,22 @@
 //! upserts, so two syncs of one cluster racing each other cannot fail on the unique indexes.
 //! Everything here is plain SeaORM and runs on SQLite and PostgreSQL alike.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    hash::Hash,
+};
 
 use chrono::{DateTime, Utc};
 use labfleet_entities::{cluster_node, cluster_storage, iso, template};
 use sea_orm::{
     sea_query::{Expr, OnConflict, SimpleExpr},
-    ActiveModelTrait,
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
-    TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, IntoActiveModel,
+    QueryFilter, TransactionTrait,
 };
 
 use super::{
-    observe::{IsosSeen, NodeSeen, Observation, StorageSeen, TemplatesSeen},
+    observe::{IsoSeen, IsosSeen, NodeSeen, Observation, StorageSeen, TemplateSeen, TemplatesSeen},
     ItemCounts,
 };
 
@@ -65,9 +67,6 @@ async fn write_nodes<C: ConnectionTrait>(
         .filter(|r| !names.contains(r.node.as_str()))
         .map(|r| r.id);
     delete_ids::<cluster_node::Entity, _>(c, N::Id, stale.collect()).await?;
-    if nodes.is_empty() {
-        return Ok(());
-    }
     let rows = nodes.iter().map(|n| cluster_node::ActiveModel {
         id: NotSet,
         cluster_db_id: Set(cluster_db_id),
@@ -79,15 +78,10 @@ async fn write_nodes<C: ConnectionTrait>(
         guests: Set(n.guests),
         synced_at: Set(now),
     });
-    cluster_node::Entity::insert_many(rows)
-        .on_conflict(
-            OnConflict::columns([N::ClusterDbId, N::Node])
-                .update_columns([N::Online, N::Ip, N::Cpus, N::MaxMem, N::Guests, N::SyncedAt])
-                .to_owned(),
-        )
-        .exec_without_returning(c)
-        .await?;
-    Ok(())
+    let refresh = OnConflict::columns([N::ClusterDbId, N::Node])
+        .update_columns([N::Online, N::Ip, N::Cpus, N::MaxMem, N::Guests, N::SyncedAt])
+        .to_owned();
+    upsert::<cluster_node::Entity, _>(c, rows.collect(), refresh).await
 }
 
 async fn write_storages<C: ConnectionTrait>(
@@ -110,9 +104,6 @@ async fn write_storages<C: ConnectionTrait>(
         .filter(|r| !keys.contains(&(r.node.as_str(), r.storage.as_str())))
         .map(|r| r.id);
     delete_ids::<cluster_storage::Entity, _>(c, S::Id, stale.collect()).await?;
-    if storages.is_empty() {
-        return Ok(());
-    }
     let rows = storages.iter().map(|s| cluster_storage::ActiveModel {
         id: NotSet,
         cluster_db_id: Set(cluster_db_id),
@@ -126,23 +117,121 @@ async fn write_storages<C: ConnectionTrait>(
         used: Set(s.used),
         synced_at: Set(now),
     });
-    cluster_storage::Entity::insert_many(rows)
-        .on_conflict(
-            OnConflict::columns([S::ClusterDbId, S::Node, S::Storage])
-                .update_columns([
-                    S::StorageType,
-                    S::Shared,
-                    S::Content,
-                    S::Active,
-                    S::Total,
-                    S::Used,
-                    S::SyncedAt,
-                ])
-                .to_owned(),
-        )
-        .exec_without_returning(c)
-        .await?;
-    Ok(())
+    let refresh = OnConflict::columns([S::ClusterDbId, S::Node, S::Storage])
+        .update_columns([
+            S::StorageType,
+            S::Shared,
+            S::Content,
+            S::Active,
+            S::Total,
+            S::Used,
+            S::SyncedAt,
+        ])
+        .to_owned();
+    upsert::<cluster_storage::Entity, _>(c, rows.collect(), refresh).await
+}
+
+/// A stored row of a kind that syncs keep (templates, ISOs).
+trait Stored {
+    type Key: Eq + Hash;
+    fn key(&self) -> Self::Key;
+    fn id(&self) -> i64;
+    fn gone(&self) -> bool;
+}
+
+/// What a sync saw of that kind.
+trait Observed<R: Stored> {
+    fn key(&self) -> R::Key;
+    /// Whether `row` already says exactly this.
+    fn matches(&self, row: &R) -> bool;
+}
+
+/// How the stored rows compare with what a sync saw.
+struct Plan<'a, R, S> {
+    /// Rows seen as they are: only their `synced_at` moves.
+    unchanged: Vec<i64>,
+    /// Seen items whose row differs (or is gone): upserted.
+    changed: Vec<&'a S>,
+    /// Seen for the first time: upserted.
+    new: Vec<&'a S>,
+    /// Rows not gone that the sync did not see.
+    missing: Vec<&'a R>,
+}
+
+fn plan<'a, R: Stored, S: Observed<R>>(rows: &'a [R], seen: &'a [S]) -> Plan<'a, R, S> {
+    let by_key: HashMap<R::Key, &R> = rows.iter().map(|r| (r.key(), r)).collect();
+    let mut p = Plan {
+        unchanged: Vec::new(),
+        changed: Vec::new(),
+        new: Vec::new(),
+        missing: Vec::new(),
+    };
+    let mut seen_keys = HashSet::new();
+    for s in seen {
+        match by_key.get(&s.key()) {
+            Some(row) if !row.gone() && s.matches(row) => p.unchanged.push(row.id()),
+            Some(_) => p.changed.push(s),
+            None => p.new.push(s),
+        }
+        seen_keys.insert(s.key());
+    }
+    p.missing = rows
+        .iter()
+        .filter(|r| !r.gone() && !seen_keys.contains(&r.key()))
+        .collect();
+    p
+}
+
+impl Stored for template::Model {
+    type Key = i64;
+    fn key(&self) -> i64 {
+        self.vmid
+    }
+    fn id(&self) -> i64 {
+        self.id
+    }
+    fn gone(&self) -> bool {
+        self.gone
+    }
+}
+
+impl Observed<template::Model> for TemplateSeen {
+    fn key(&self) -> i64 {
+        self.vmid
+    }
+    fn matches(&self, row: &template::Model) -> bool {
+        row.name == self.name
+            && row.node == self.node
+            && serde_json::to_value(&self.volumes.disks).ok().as_ref() == Some(&row.disks)
+            && row.all_shared == self.volumes.all_shared
+            && row.has_cloudinit == self.volumes.has_cloudinit
+            && row.qcow2_files == self.volumes.qcow2_files
+    }
+}
+
+impl Stored for iso::Model {
+    type Key = (String, String);
+    fn key(&self) -> (String, String) {
+        (self.node.clone(), self.volid.clone())
+    }
+    fn id(&self) -> i64 {
+        self.id
+    }
+    fn gone(&self) -> bool {
+        self.gone
+    }
+}
+
+impl Observed<iso::Model> for IsoSeen {
+    fn key(&self) -> (String, String) {
+        (self.node.clone(), self.volid.clone())
+    }
+    fn matches(&self, row: &iso::Model) -> bool {
+        row.storage == self.storage
+            && row.name == self.name
+            && row.size == self.size
+            && row.shared == self.shared
+    }
 }
 
 async fn write_templates<C: ConnectionTrait>(
@@ -152,100 +241,60 @@ async fn write_templates<C: ConnectionTrait>(
     now: DateTime<Utc>,
 ) -> Result<ItemCounts, DbErr> {
     use template::Column as T;
-    let existing: HashMap<i64, template::Model> = template::Entity::find()
+    let rows = template::Entity::find()
         .filter(T::ClusterDbId.eq(cluster_db_id))
         .all(c)
-        .await?
-        .into_iter()
-        .map(|m| (m.vmid, m))
-        .collect();
-    let mut counts = ItemCounts {
-        seen: t.seen.len(),
-        kept: t.unreadable.len(),
-        ..Default::default()
-    };
-    let mut unchanged = Vec::new();
-    for s in &t.seen {
+        .await?;
+    let p = plan(&rows, &t.seen);
+    let mut upserts = Vec::with_capacity(p.changed.len() + p.new.len());
+    for s in p.changed.iter().chain(&p.new) {
         let disks = serde_json::to_value(&s.volumes.disks)
             .map_err(|e| DbErr::Custom(format!("template {} disks: {e}", s.vmid)))?;
-        match existing.get(&s.vmid) {
-            Some(row)
-                if !row.gone
-                    && row.name == s.name
-                    && row.node == s.node
-                    && row.disks == disks
-                    && row.all_shared == s.volumes.all_shared
-                    && row.has_cloudinit == s.volumes.has_cloudinit
-                    && row.qcow2_files == s.volumes.qcow2_files =>
-            {
-                unchanged.push(row.id);
-            }
-            Some(row) => {
-                let mut am: template::ActiveModel = row.clone().into();
-                am.name = Set(s.name.clone());
-                am.node = Set(s.node.clone());
-                am.disks = Set(disks);
-                am.all_shared = Set(s.volumes.all_shared);
-                am.has_cloudinit = Set(s.volumes.has_cloudinit);
-                am.qcow2_files = Set(s.volumes.qcow2_files);
-                am.gone = Set(false);
-                am.gone_at = Set(None);
-                am.synced_at = Set(now);
-                am.update(c).await?;
-                counts.updated += 1;
-            }
-            None => {
-                let row = template::ActiveModel {
-                    id: NotSet,
-                    cluster_db_id: Set(cluster_db_id),
-                    vmid: Set(s.vmid),
-                    name: Set(s.name.clone()),
-                    node: Set(s.node.clone()),
-                    disks: Set(disks),
-                    all_shared: Set(s.volumes.all_shared),
-                    has_cloudinit: Set(s.volumes.has_cloudinit),
-                    qcow2_files: Set(s.volumes.qcow2_files),
-                    gone: Set(false),
-                    gone_at: Set(None),
-                    first_seen_at: Set(now),
-                    synced_at: Set(now),
-                };
-                template::Entity::insert(row)
-                    .on_conflict(
-                        OnConflict::columns([T::ClusterDbId, T::Vmid])
-                            .update_columns([
-                                T::Name,
-                                T::Node,
-                                T::Disks,
-                                T::AllShared,
-                                T::HasCloudinit,
-                                T::Qcow2Files,
-                                T::Gone,
-                                T::GoneAt,
-                                T::SyncedAt,
-                            ])
-                            .to_owned(),
-                    )
-                    .exec_without_returning(c)
-                    .await?;
-                counts.added += 1;
-            }
-        }
+        upserts.push(template::ActiveModel {
+            id: NotSet,
+            cluster_db_id: Set(cluster_db_id),
+            vmid: Set(s.vmid),
+            name: Set(s.name.clone()),
+            node: Set(s.node.clone()),
+            disks: Set(disks),
+            all_shared: Set(s.volumes.all_shared),
+            has_cloudinit: Set(s.volumes.has_cloudinit),
+            qcow2_files: Set(s.volumes.qcow2_files),
+            gone: Set(false),
+            gone_at: Set(None),
+            first_seen_at: Set(now),
+            synced_at: Set(now),
+        });
     }
-    let seen_at = [(T::SyncedAt, Expr::value(now))];
-    update_ids::<template::Entity, _>(c, T::Id, unchanged, &seen_at).await?;
-    let seen: HashSet<i64> = t.seen.iter().map(|s| s.vmid).collect();
-    let gone: Vec<i64> = existing
-        .values()
-        .filter(|r| !r.gone && !seen.contains(&r.vmid) && !t.unreadable.contains(&r.vmid))
-        .map(|r| r.id)
-        .collect();
-    counts.gone = gone.len();
-    let gone_now = [
-        (T::Gone, Expr::value(true)),
-        (T::GoneAt, Expr::value(Some(now))),
-    ];
-    update_ids::<template::Entity, _>(c, T::Id, gone, &gone_now).await?;
+    // Everything but the key and `first_seen_at` is refreshed on an existing row.
+    let refresh = OnConflict::columns([T::ClusterDbId, T::Vmid])
+        .update_columns([
+            T::Name,
+            T::Node,
+            T::Disks,
+            T::AllShared,
+            T::HasCloudinit,
+            T::Qcow2Files,
+            T::Gone,
+            T::GoneAt,
+            T::SyncedAt,
+        ])
+        .to_owned();
+    upsert::<template::Entity, _>(c, upserts, refresh).await?;
+    update_ids::<template::Entity, _>(c, T::Id, p.unchanged, &[(T::SyncedAt, Expr::value(now))])
+        .await?;
+    let (kept, gone): (Vec<&template::Model>, Vec<&template::Model>) = p
+        .missing
+        .iter()
+        .partition(|r| t.unreadable.contains(&r.vmid));
+    let counts = ItemCounts {
+        seen: t.seen.len(),
+        added: p.new.len(),
+        updated: p.changed.len(),
+        gone: gone.len(),
+        kept: kept.len(),
+    };
+    mark_gone::<template::Entity, _>(c, T::Id, T::Gone, T::GoneAt, &gone, now).await?;
     Ok(counts)
 }
 
@@ -256,101 +305,87 @@ async fn write_isos<C: ConnectionTrait>(
     now: DateTime<Utc>,
 ) -> Result<ItemCounts, DbErr> {
     use iso::Column as I;
-    let existing: HashMap<(String, String), iso::Model> = iso::Entity::find()
+    let rows = iso::Entity::find()
         .filter(I::ClusterDbId.eq(cluster_db_id))
         .all(c)
-        .await?
-        .into_iter()
-        .map(|m| ((m.node.clone(), m.volid.clone()), m))
-        .collect();
-    let mut counts = ItemCounts {
-        seen: i.seen.len(),
-        ..Default::default()
-    };
-    let mut unchanged = Vec::new();
-    for s in &i.seen {
-        match existing.get(&(s.node.clone(), s.volid.clone())) {
-            Some(row)
-                if !row.gone
-                    && row.storage == s.storage
-                    && row.name == s.name
-                    && row.size == s.size
-                    && row.shared == s.shared =>
-            {
-                unchanged.push(row.id);
-            }
-            Some(row) => {
-                let mut am: iso::ActiveModel = row.clone().into();
-                am.storage = Set(s.storage.clone());
-                am.name = Set(s.name.clone());
-                am.size = Set(s.size);
-                am.shared = Set(s.shared);
-                am.gone = Set(false);
-                am.gone_at = Set(None);
-                am.synced_at = Set(now);
-                am.update(c).await?;
-                counts.updated += 1;
-            }
-            None => {
-                let row = iso::ActiveModel {
-                    id: NotSet,
-                    cluster_db_id: Set(cluster_db_id),
-                    node: Set(s.node.clone()),
-                    storage: Set(s.storage.clone()),
-                    volid: Set(s.volid.clone()),
-                    name: Set(s.name.clone()),
-                    size: Set(s.size),
-                    shared: Set(s.shared),
-                    gone: Set(false),
-                    gone_at: Set(None),
-                    first_seen_at: Set(now),
-                    synced_at: Set(now),
-                };
-                iso::Entity::insert(row)
-                    .on_conflict(
-                        OnConflict::columns([I::ClusterDbId, I::Node, I::Volid])
-                            .update_columns([
-                                I::Storage,
-                                I::Name,
-                                I::Size,
-                                I::Shared,
-                                I::Gone,
-                                I::GoneAt,
-                                I::SyncedAt,
-                            ])
-                            .to_owned(),
-                    )
-                    .exec_without_returning(c)
-                    .await?;
-                counts.added += 1;
-            }
-        }
-    }
-    let seen_at = [(I::SyncedAt, Expr::value(now))];
-    update_ids::<iso::Entity, _>(c, I::Id, unchanged, &seen_at).await?;
-    let seen: HashSet<(&str, &str)> = i
-        .seen
+        .await?;
+    let p = plan(&rows, &i.seen);
+    let upserts = p.changed.iter().chain(&p.new).map(|s| iso::ActiveModel {
+        id: NotSet,
+        cluster_db_id: Set(cluster_db_id),
+        node: Set(s.node.clone()),
+        storage: Set(s.storage.clone()),
+        volid: Set(s.volid.clone()),
+        name: Set(s.name.clone()),
+        size: Set(s.size),
+        shared: Set(s.shared),
+        gone: Set(false),
+        gone_at: Set(None),
+        first_seen_at: Set(now),
+        synced_at: Set(now),
+    });
+    let refresh = OnConflict::columns([I::ClusterDbId, I::Node, I::Volid])
+        .update_columns([
+            I::Storage,
+            I::Name,
+            I::Size,
+            I::Shared,
+            I::Gone,
+            I::GoneAt,
+            I::SyncedAt,
+        ])
+        .to_owned();
+    upsert::<iso::Entity, _>(c, upserts.collect(), refresh).await?;
+    update_ids::<iso::Entity, _>(c, I::Id, p.unchanged, &[(I::SyncedAt, Expr::value(now))]).await?;
+    // ISOs on a location that could not be listed (offline node) are left as they were.
+    let (kept, gone): (Vec<&iso::Model>, Vec<&iso::Model>) = p
+        .missing
         .iter()
-        .map(|s| (s.node.as_str(), s.volid.as_str()))
-        .collect();
-    let mut gone = Vec::new();
-    for r in existing.values().filter(|r| !r.gone) {
-        if seen.contains(&(r.node.as_str(), r.volid.as_str())) {
-            continue;
-        }
-        if i.unlisted.contains(&(r.node.clone(), r.storage.clone())) {
-            counts.kept += 1;
-        } else {
-            gone.push(r.id);
-        }
-    }
-    counts.gone = gone.len();
-    let gone_now = [
-        (I::Gone, Expr::value(true)),
-        (I::GoneAt, Expr::value(Some(now))),
-    ];
-    update_ids::<iso::Entity, _>(c, I::Id, gone, &gone_now).await?;
+        .partition(|r| i.unlisted.contains(&(r.node.clone(), r.storage.clone())));
+    let counts = ItemCounts {
+        seen: i.seen.len(),
+        added: p.new.len(),
+        updated: p.changed.len(),
+        gone: gone.len(),
+        kept: kept.len(),
+    };
+    mark_gone::<iso::Entity, _>(c, I::Id, I::Gone, I::GoneAt, &gone, now).await?;
     Ok(counts)
+}
+
+/// Rows per insert statement (each row binds about a dozen values).
+const ROWS_PER_INSERT: usize = 500;
+
+async fn upsert<E: EntityTrait, C: ConnectionTrait>(
+    c: &C,
+    rows: Vec<E::ActiveModel>,
+    on_conflict: OnConflict,
+) -> Result<(), DbErr>
+where
+    E::Model: IntoActiveModel<E::ActiveModel>,
+{
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<E::ActiveModel> = rows.by_ref().take(ROWS_PER_INSERT).collect();
+        E::insert_many(chunk)
+            .on_conflict(on_conflict.clone())
+            .exec_without_returning(c)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn mark_gone<E: EntityTrait, C: ConnectionTrait>(
+    c: &C,
+    id: E::Column,
+    gone: E::Column,
+    gone_at: E::Column,
+    rows: &[&impl Stored],
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    let ids = rows.iter().map(|r| r.id()).collect();
+    let values = [(gone, Expr::value(true)), (gone_at, Expr::value(Some(now)))];
+    update_ids::<E, _>(c, id, ids, &values).await
 }
 
 /// Largest id list per statement (SQLite allows 32,766 bound values; PostgreSQL 65,535).

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use labfleet_jobs::{store::NewJob, JobSpec, SyncClusterArgs};
 use labfleet_proxmox::{
     ClientConfig, CloneParams, Credentials, DestroyParams, ProxmoxClient, Upid,
 };
@@ -513,5 +514,34 @@ async fn bad_requests_get_clear_4xx_answers() {
     app.wait_status(id, "succeeded", Duration::from_secs(30))
         .await;
     sim.shutdown().await;
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_of_a_cluster_that_is_gone_fails_at_once() {
+    let app = spawn_app(Backend::Embedded).await;
+    // Stored without a publish: the recovery sweep publishes it, as after a crash.
+    let ids = app
+        .store
+        .create(&[NewJob {
+            spec: JobSpec::SyncCluster(SyncClusterArgs {
+                cluster_db_id: 424242,
+                templates: true,
+                isos: true,
+            }),
+            parent_id: None,
+            created_by: "admin".into(),
+            max_attempts: 5,
+        }])
+        .await
+        .unwrap();
+    let job = app
+        .wait_status(ids[0], "failed", Duration::from_secs(30))
+        .await;
+    assert_eq!(job["attempts"], 1, "permanent: no retry: {job:#}");
+    assert!(
+        job["error"].as_str().unwrap().contains("no longer exists"),
+        "{job:#}"
+    );
     app.finish().await;
 }

@@ -5,7 +5,7 @@ use utoipa::{
     Modify, OpenApi,
 };
 
-use crate::routes::{classes, clusters, health, jobs};
+use crate::routes::{classes, clusters, health, inventory, jobs};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,12 +16,14 @@ use crate::routes::{classes, clusters, health, jobs};
         clusters::list, clusters::create, clusters::update, clusters::delete, clusters::test,
         classes::create, classes::list, classes::show, classes::resize, classes::delete,
         classes::retry_failed,
+        inventory::sync, inventory::templates, inventory::isos,
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&BearerAuth),
     tags((name = "jobs", description = "Jobs and their progress"),
          (name = "clusters", description = "Proxmox clusters (admin)"),
          (name = "classes", description = "Classes: bulk deployment of student VMs"),
+         (name = "inventory", description = "Nodes, storages, templates and ISOs synced from the clusters"),
          (name = "operations", description = "Health and metrics")),
 )]
 pub(crate) struct ApiDoc;

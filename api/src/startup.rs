@@ -98,6 +98,9 @@ pub fn router(state: AppState) -> Router {
             "/api/classes/{id}/retry-failed",
             post(routes::classes::retry_failed),
         )
+        .route("/api/cluster-config/{db_id}/sync", post(routes::inventory::sync))
+        .route("/api/templates", get(routes::inventory::templates))
+        .route("/api/isos", get(routes::inventory::isos))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             (

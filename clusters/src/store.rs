@@ -78,6 +78,11 @@ impl ClusterStore {
             .await?)
     }
 
+    /// The stored inventory (nodes, storages, templates, ISOs) of every cluster.
+    pub fn inventory(&self) -> crate::inventory::Inventory {
+        crate::inventory::Inventory::new(self.db.clone())
+    }
+
     /// One cluster by row id.
     pub async fn get(&self, db_id: i64) -> Result<cluster::Model, ClusterError> {
         cluster::Entity::find_by_id(db_id)

@@ -14,6 +14,8 @@ pub mod store;
 pub use publisher::Publisher;
 pub use queue::{Delivery, Queue, QueueError};
 pub use settings::Settings;
-pub use spec::{ClassArgs, ClassVmArgs, DestroyClassArgs, Family, JobSpec, NoopArgs};
+pub use spec::{
+    ClassArgs, ClassVmArgs, DestroyClassArgs, Family, JobSpec, NoopArgs, SyncClusterArgs,
+};
 pub use status::JobStatus;
 pub use store::{JobStore, StoreError};

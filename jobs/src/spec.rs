@@ -65,6 +65,8 @@ pub enum JobSpec {
     DestroyClass(DestroyClassArgs),
     /// Destroys one VM of a class and frees its VMID after the cool-down.
     DestroyVm(ClassVmArgs),
+    /// Refresh a cluster's inventory (nodes, storages, templates, ISOs) from Proxmox.
+    SyncCluster(SyncClusterArgs),
 }
 
 impl JobSpec {
@@ -76,6 +78,7 @@ impl JobSpec {
             JobSpec::DeployVm(_) => "deploy_vm",
             JobSpec::DestroyClass(_) => "destroy_class",
             JobSpec::DestroyVm(_) => "destroy_vm",
+            JobSpec::SyncCluster(_) => "sync_cluster",
         }
     }
 
@@ -85,6 +88,7 @@ impl JobSpec {
             JobSpec::Noop(args) => args.family.unwrap_or(Family::Diag),
             JobSpec::DeployClass(_) | JobSpec::DeployVm(_) => Family::Deploy,
             JobSpec::DestroyClass(_) | JobSpec::DestroyVm(_) => Family::Vm,
+            JobSpec::SyncCluster(_) => Family::Sync,
         }
     }
 
@@ -130,6 +134,24 @@ pub struct DestroyClassArgs {
     pub keep: u32,
 }
 
+/// Arguments of `sync_cluster`. Nodes and storages are always refreshed; templates and ISOs
+/// when asked for here and allowed by the cluster's toggles.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncClusterArgs {
+    /// The cluster (`clusters.id`).
+    pub cluster_db_id: i64,
+    /// Refresh templates (default true).
+    #[serde(default = "yes")]
+    pub templates: bool,
+    /// Refresh ISOs (default true).
+    #[serde(default = "yes")]
+    pub isos: bool,
+}
+
+fn yes() -> bool {
+    true
+}
 /// Arguments of the diagnostic `noop` job. Every field is optional; `{}` succeeds at once.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -213,6 +235,25 @@ mod tests {
         });
         let back = JobSpec::from_parts(spec.kind(), spec.args_json()).expect("parses");
         assert_eq!(back, spec);
+    }
+
+    #[test]
+    fn sync_cluster_travels_on_the_sync_queue_and_defaults_to_everything() {
+        let spec = JobSpec::from_parts("sync_cluster", serde_json::json!({"cluster_db_id": 7}))
+            .expect("parses");
+        assert_eq!(
+            spec,
+            JobSpec::SyncCluster(SyncClusterArgs {
+                cluster_db_id: 7,
+                templates: true,
+                isos: true
+            })
+        );
+        assert_eq!((spec.kind(), spec.family()), ("sync_cluster", Family::Sync));
+        assert_eq!(
+            JobSpec::from_parts(spec.kind(), spec.args_json()).expect("parses"),
+            spec
+        );
     }
 
     #[test]

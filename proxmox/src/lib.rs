@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod client;
 pub mod cluster;
+pub mod drive;
 pub mod endpoints;
 pub mod error;
 pub mod params;
@@ -16,6 +17,7 @@ pub mod types;
 
 pub use auth::Credentials;
 pub use client::{ClientConfig, ProxmoxClient};
+pub use drive::Drive;
 pub use error::{ProxmoxError, RequestContext};
 pub use params::{
     CloneParams, ConfigUpdate, Consolidation, CreateVmParams, DestroyParams, ResizeParams,

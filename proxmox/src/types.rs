@@ -427,9 +427,6 @@ impl GuestStatus {
 #[serde(transparent)]
 pub struct VmConfig(pub BTreeMap<String, serde_json::Value>);
 
-/// Config keys that hold a disk (`scsi0`, `efidisk0`, …); `ide2` may also be a CD-ROM.
-const DISK_PREFIXES: &[&str] = &["scsi", "virtio", "sata", "ide", "efidisk", "tpmstate"];
-
 impl VmConfig {
     /// A value as text (numbers are formatted).
     pub fn get(&self, key: &str) -> Option<String> {
@@ -480,14 +477,18 @@ impl VmConfig {
     pub fn disks(&self) -> Vec<(String, String)> {
         self.0
             .keys()
-            .filter(|k| {
-                DISK_PREFIXES.iter().any(|p| {
-                    k.strip_prefix(p)
-                        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-                })
-            })
+            .filter(|k| crate::drive::is_drive_key(k))
             .filter_map(|k| Some((k.clone(), self.get(k)?)))
             .filter(|(_, v)| !v.contains("media=cdrom"))
+            .collect()
+    }
+
+    /// Every drive (disks and CD-ROMs, `unusedN` excluded), parsed, in key order.
+    pub fn drives(&self) -> Vec<crate::drive::Drive> {
+        self.0
+            .keys()
+            .filter(|k| crate::drive::is_drive_key(k))
+            .filter_map(|k| crate::drive::Drive::parse(k, &self.get(k)?))
             .collect()
     }
 

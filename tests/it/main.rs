@@ -5,6 +5,7 @@
 
 mod clusters;
 mod harness;
+mod inventory;
 mod jobs_api;
 mod jobs_engine;
 mod outages;

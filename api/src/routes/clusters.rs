@@ -19,7 +19,7 @@ use crate::{
 };
 
 /// The `{db_id}` path segment.
-pub(crate) struct DbId(i64);
+pub(crate) struct DbId(pub i64);
 
 impl<S: Send + Sync> FromRequestParts<S> for DbId {
     type Rejection = ApiError;

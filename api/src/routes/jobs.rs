@@ -214,17 +214,31 @@ pub(crate) async fn create(
         max_attempts,
         class_id: None,
     };
+    submit(&state, &caller, &headers, &body, new).await
+}
+
+/// Stores `new` and publishes it, answering 202 + `Location`. With an `Idempotency-Key` the
+/// job is created once per caller and key: a repeat with the same `request` (the bytes that
+/// identify the request: body, and the path where it names the target) returns the same job,
+/// one with another `request` is a 409.
+pub(crate) async fn submit(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    request: &[u8],
+    new: NewJob,
+) -> Result<Response, ApiError> {
     let family = new.spec.family();
-    let job_id = match idempotency_key(&headers)? {
+    let job_id = match idempotency_key(headers)? {
         Some(key) => {
             let claim = IdempotencyClaim {
                 caller: caller.name.clone(),
                 key,
-                request_hash: hex::encode(Sha256::digest(&body)),
+                request_hash: hex::encode(Sha256::digest(request)),
             };
             match state.store.create_idempotent(&new, &claim).await? {
                 CreateOutcome::Created(id) => {
-                    publish_soon(&state, family, id).await;
+                    publish_soon(state, family, id).await;
                     id
                 }
                 CreateOutcome::Replayed(id) => id,
@@ -237,7 +251,7 @@ pub(crate) async fn create(
         }
         None => {
             let id = state.store.create(std::slice::from_ref(&new)).await?[0];
-            publish_soon(&state, family, id).await;
+            publish_soon(state, family, id).await;
             id
         }
     };

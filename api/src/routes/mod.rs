@@ -3,4 +3,5 @@
 pub(crate) mod classes;
 pub(crate) mod clusters;
 pub(crate) mod health;
+pub(crate) mod inventory;
 pub(crate) mod jobs;

@@ -3,6 +3,7 @@
 
 mod deploy;
 mod noop;
+mod sync;
 
 use labfleet_jobs::JobSpec;
 
@@ -16,5 +17,6 @@ pub async fn run(spec: JobSpec, ctx: JobContext) -> Result<JobOutcome, JobError>
         JobSpec::DeployVm(args) => deploy::vm::run(args, ctx).await,
         JobSpec::DestroyClass(args) => deploy::destroy::class(args, ctx).await,
         JobSpec::DestroyVm(args) => deploy::destroy::vm(args, ctx).await,
+        JobSpec::SyncCluster(args) => sync::run(args, ctx).await,
     }
 }

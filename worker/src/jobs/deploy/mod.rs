@@ -69,13 +69,13 @@ pub(crate) fn snapshot(resources: &[ClusterResource]) -> ClusterSnapshot {
                 if let Some(vmid) = r.vmid {
                     snap.vmids_in_use.insert(i64::from(vmid));
                 }
-                if let Some(node) = r.node.as_deref() {
-                    *guests_per_node.entry(node).or_default() += 1;
-                }
                 if r.kind == "qemu" && r.template == Some(true) {
                     if let (Some(vmid), Some(node)) = (r.vmid, r.node.clone()) {
                         snap.templates.push((i64::from(vmid), node));
                     }
+                } else if let Some(node) = r.node.as_deref() {
+                    // Load counts guests that run or may run, as the inventory does: not templates.
+                    *guests_per_node.entry(node).or_default() += 1;
                 }
             }
             _ => {}

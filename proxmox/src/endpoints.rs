@@ -256,6 +256,7 @@ macro_rules! vm_settings {
             opt("net[n]", S), opt("ipconfig[n]", S), opt("scsi[n]", S), opt("virtio[n]", S),
             opt("sata[n]", S), opt("ide[n]", S), opt("efidisk0", S), opt("tpmstate0", S),
             opt("serial[n]", S), opt("usb[n]", S), opt("hostpci[n]", S),
+            opt("smbios1", S), opt("vmgenid", S),
             $($extra),*
         ]
     };

@@ -16,14 +16,20 @@ use uuid::Uuid;
 use crate::both_backends;
 use crate::harness::{sim_port, spawn_app, spawn_app_with, spawn_sim, Backend, TestApp};
 
-const CLUSTER: &str = "labsim";
+pub(crate) const CLUSTER: &str = "labsim";
 
 /// Registers the simulator as cluster `CLUSTER` with its API token; returns the db_id.
-async fn register(app: &TestApp, sim: &labfleet_sim::SimHandle, extra: Value) -> i64 {
+pub(crate) async fn register(app: &TestApp, sim: &labfleet_sim::SimHandle, extra: Value) -> i64 {
     register_at(app, sim_port(sim), &sim.token_id, &sim.token_secret, extra).await
 }
 
-async fn register_at(app: &TestApp, port: u16, token_id: &str, secret: &str, extra: Value) -> i64 {
+pub(crate) async fn register_at(
+    app: &TestApp,
+    port: u16,
+    token_id: &str,
+    secret: &str,
+    extra: Value,
+) -> i64 {
     let mut body = json!({
         "cluster_id": CLUSTER, "name": "Simulated lab", "host": "127.0.0.1", "port": port,
         "user": "root@pam", "token_id": token_id, "token_secret": secret, "verify_ssl": false,
@@ -39,7 +45,7 @@ async fn register_at(app: &TestApp, port: u16, token_id: &str, secret: &str, ext
 }
 
 /// `POST …/sync`; returns the job id after checking the 202 and its `Location`.
-async fn start_sync(app: &TestApp, db_id: i64, body: Option<Value>) -> Uuid {
+pub(crate) async fn start_sync(app: &TestApp, db_id: i64, body: Option<Value>) -> Uuid {
     let mut req = app
         .http
         .post(app.url(&format!("/api/cluster-config/{db_id}/sync")))
@@ -57,7 +63,7 @@ async fn start_sync(app: &TestApp, db_id: i64, body: Option<Value>) -> Uuid {
 }
 
 /// Syncs and waits for success; returns the sync report.
-async fn sync(app: &TestApp, db_id: i64) -> Value {
+pub(crate) async fn sync(app: &TestApp, db_id: i64) -> Value {
     let id = start_sync(app, db_id, None).await;
     let job = app
         .wait_job(id, Duration::from_secs(30), |j| {
@@ -81,13 +87,13 @@ fn by_vmid(templates: &[Value], vmid: i64) -> Option<&Value> {
 }
 
 /// Speaks to the simulator's Proxmox API directly, as an operator would.
-struct SimApi {
-    client: ProxmoxClient,
+pub(crate) struct SimApi {
+    pub(crate) client: ProxmoxClient,
     control: String,
 }
 
 impl SimApi {
-    fn new(sim: &labfleet_sim::SimHandle) -> Self {
+    pub(crate) fn new(sim: &labfleet_sim::SimHandle) -> Self {
         let config = ClientConfig::new(
             sim.url.clone(),
             Credentials::token(sim.token_id.clone(), sim.token_secret.clone()),
@@ -99,7 +105,7 @@ impl SimApi {
         }
     }
 
-    async fn wait(&self, upid: Upid) {
+    pub(crate) async fn wait(&self, upid: Upid) {
         self.client
             .wait_task(&upid, Duration::from_secs(20))
             .await
@@ -107,7 +113,7 @@ impl SimApi {
     }
 
     /// Sets the simulator's injected faults (its control endpoint, outside the PVE API).
-    async fn set_faults(&self, faults: Value) {
+    pub(crate) async fn set_faults(&self, faults: Value) {
         let resp = reqwest::Client::builder()
             .danger_accept_invalid_certs(true)
             .build()

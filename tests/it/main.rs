@@ -4,6 +4,7 @@
 //! the real RabbitMQ, and its own API on port 0.
 
 mod clusters;
+mod deploy;
 mod harness;
 mod inventory;
 mod jobs_api;

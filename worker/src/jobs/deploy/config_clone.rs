@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use labfleet_entities::{class_vm, cluster, cluster_node, template};
 use labfleet_proxmox::{
+    endpoints,
     ssh::{SshPool, SshTarget},
     CreateVmParams, ProxmoxClient, Upid, VmSettings,
 };
@@ -65,6 +66,11 @@ impl ConfigClone<'_> {
                 continue;
             };
             if SKIPPED.contains(&key.as_str()) || key.starts_with("unused") {
+                continue;
+            }
+            // Read-only or unknown to create (`meta`, `vmstate`, …): Proxmox sets those itself.
+            if endpoints::QEMU_CREATE.param(key).is_none() {
+                tracing::debug!(key, "template config key not copied to the new VM");
                 continue;
             }
             let copied = if is_disk_key(key) {

@@ -1,0 +1,699 @@
+//! Class deployment end to end: `POST /api/classes` → `deploy_class` (plan: placement and VMID
+//! reservations) → one `deploy_vm` per VM → the simulator, on real RabbitMQ + PostgreSQL and on
+//! the embedded default. Checks what exists on the simulated cluster, not only what the API says.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashSet},
+    time::Duration,
+};
+
+use labfleet_deploy::Marker;
+use labfleet_proxmox::{CloneParams, DestroyParams, ResourceType};
+use reqwest::Method;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::both_backends;
+use crate::harness::{spawn_app_with, Backend, TestApp};
+use crate::inventory::{register, sync, SimApi};
+
+/// A registered, synced simulated cluster (3 nodes, SSH on for config clones).
+struct Lab {
+    app: TestApp,
+    _sim: labfleet_sim::SimHandle,
+    api: SimApi,
+    _dir: tempfile::TempDir,
+}
+
+impl Lab {
+    async fn start(backend: Backend, tweak: impl FnOnce(&mut labfleet_jobs::Settings)) -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = labfleet_sim::SimConfig::for_tests(dir.path());
+        config.plain_http = false;
+        config.ssh = true;
+        let sim = labfleet_sim::start(config).await.unwrap();
+        let app = spawn_app_with(backend, tweak).await;
+        let ssh_port = sim.nodes[0].ssh_addr.unwrap().port();
+        let db_id = register(
+            &app,
+            &sim,
+            json!({
+                "ssh_user": "root", "ssh_port": ssh_port, "ssh_password": sim.ssh_password,
+                "vmid_range_start": 10000, "vmid_range_end": 19999,
+            }),
+        )
+        .await;
+        sync(&app, db_id).await;
+        let api = SimApi::new(&sim);
+        Lab {
+            app,
+            _sim: sim,
+            api,
+            _dir: dir,
+        }
+    }
+
+    /// `POST /api/classes`; returns (class_id, job_id).
+    async fn create_class(&self, body: Value) -> (i64, Uuid) {
+        let (status, resp) = self
+            .app
+            .call(Method::POST, "/api/classes", Some(body))
+            .await;
+        assert_eq!(status, 202, "{resp}");
+        (
+            resp["class_id"].as_i64().unwrap(),
+            resp["job_id"].as_str().unwrap().parse().unwrap(),
+        )
+    }
+
+    async fn wait_finished(&self, job: Uuid, within: Duration) -> Value {
+        self.app
+            .wait_job(job, within, |j| {
+                matches!(
+                    j["status"].as_str(),
+                    Some("succeeded" | "failed" | "dead" | "cancelled")
+                )
+            })
+            .await
+    }
+
+    async fn class(&self, id: i64) -> Value {
+        let (status, body) = self
+            .app
+            .call(Method::GET, &format!("/api/classes/{id}"), None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Every QEMU guest on the simulator: vmid → (node, name, template).
+    async fn guests(&self) -> BTreeMap<i64, (String, String, bool)> {
+        self.api
+            .client
+            .cluster_resources(Some(ResourceType::Vm))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.kind == "qemu")
+            .map(|r| {
+                (
+                    i64::from(r.vmid.unwrap()),
+                    (
+                        r.node.unwrap_or_default(),
+                        r.name.unwrap_or_default(),
+                        r.template.unwrap_or(false),
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    /// Checks that every VM of the class exists once on the simulator where the class says, with
+    /// its name, our marker and a MAC of its own; returns the VMs.
+    async fn check_vms_exist(&self, class_id: i64, count: usize) -> Vec<Value> {
+        let class = self.class(class_id).await;
+        let vms = class["vms"].as_array().unwrap().clone();
+        assert_eq!(vms.len(), count, "{class:#}");
+        assert_eq!(class["counts"]["ready"], count, "{class:#}");
+        let guests = self.guests().await;
+        let mut macs = HashSet::new();
+        for vm in &vms {
+            let vmid = vm["vmid"].as_i64().unwrap();
+            let (node, name, _) = guests
+                .get(&vmid)
+                .unwrap_or_else(|| panic!("VM {vmid} is not on the cluster: {vm}"));
+            assert_eq!(node, vm["node"].as_str().unwrap(), "{vm}");
+            assert_eq!(name, vm["name"].as_str().unwrap(), "{vm}");
+            let index = vm["index"].as_i64().unwrap();
+            assert!(
+                name.ends_with(&format!("-student-{index}-{vmid}")),
+                "{name}"
+            );
+            let config = self
+                .api
+                .client
+                .qemu_config(node, vmid as u32, false, None)
+                .await
+                .unwrap();
+            let marker = Marker::parse(&config.get("description").unwrap_or_default());
+            assert_eq!(
+                marker,
+                Some(Marker {
+                    class_id,
+                    class_vm_id: vm["id"].as_i64().unwrap()
+                }),
+                "VM {vmid} lacks our marker"
+            );
+            let net = config.get("net0").unwrap();
+            let mac = net
+                .split(',')
+                .next()
+                .unwrap()
+                .split('=')
+                .nth(1)
+                .unwrap()
+                .to_string();
+            assert!(macs.insert(mac.clone()), "MAC {mac} is used twice");
+        }
+        vms
+    }
+}
+
+fn class_body(name: &str, method: &str, count: u32) -> Value {
+    json!({
+        "name": name, "description": "Introductory lab", "template_id": 104,
+        "pool_size": count, "deployment_method": method,
+    })
+}
+
+fn nodes_of(vms: &[Value]) -> BTreeSet<String> {
+    vms.iter()
+        .map(|v| v["node"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn linked_clones_deploy_a_class(backend: Backend) {
+    let lab = Lab::start(backend, |_| {}).await;
+    let (class_id, job) = lab
+        .create_class(class_body("Biology Lab 101", "linked_clone", 20))
+        .await;
+    let done = lab.wait_finished(job, Duration::from_secs(60)).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(done["kind"], "deploy_class");
+    assert_eq!(done["progress"]["total"], 20);
+    assert_eq!(done["progress"]["succeeded"], 20);
+    assert_eq!(done["progress"]["percent"], 100.0);
+    let vms = lab.check_vms_exist(class_id, 20).await;
+    assert_eq!(nodes_of(&vms).len(), 3, "spread over the three nodes");
+    let vmids: BTreeSet<i64> = vms.iter().map(|v| v["vmid"].as_i64().unwrap()).collect();
+    assert_eq!(vmids.len(), 20);
+    assert!(
+        vmids.iter().all(|v| (10000..=19999).contains(v)),
+        "{vmids:?}"
+    );
+    assert!(vms[0]["name"]
+        .as_str()
+        .unwrap()
+        .starts_with("biology-lab-101-student-1-"));
+    // Linked: an overlay named like PVE's linked clones, backed by the template's base image.
+    for vm in &vms {
+        let vmid = vm["vmid"].as_i64().unwrap();
+        let config = lab
+            .api
+            .client
+            .qemu_config(vm["node"].as_str().unwrap(), vmid as u32, false, None)
+            .await
+            .unwrap();
+        let disk = config.get("scsi0").unwrap();
+        assert!(
+            disk.starts_with(&format!(
+                "nfs-shared:104/base-104-disk-0.qcow2/{vmid}/vm-{vmid}-disk-0.qcow2"
+            )),
+            "{disk}"
+        );
+    }
+    // The job list filters by class: the deploy job and its 20 children.
+    let (status, list) = lab
+        .app
+        .call(
+            Method::GET,
+            &format!("/api/jobs?class={class_id}&limit=100"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 21, "{list:#}");
+    lab.app.finish().await;
+}
+both_backends!(
+    linked_clones_deploy_a_class_on,
+    linked_clones_deploy_a_class
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_and_config_clones_deploy_a_class() {
+    let lab = Lab::start(Backend::Real, |_| {}).await;
+    let (full_class, full_job) = lab
+        .create_class(class_body("Chemistry Full", "full_clone", 20))
+        .await;
+    let (config_class, config_job) = lab
+        .create_class(class_body("Chemistry Config", "config_clone", 20))
+        .await;
+    for job in [full_job, config_job] {
+        let done = lab.wait_finished(job, Duration::from_secs(90)).await;
+        assert_eq!(done["status"], "succeeded", "{done:#}");
+    }
+    let full = lab.check_vms_exist(full_class, 20).await;
+    let config = lab.check_vms_exist(config_class, 20).await;
+    assert_eq!(nodes_of(&full).len(), 3);
+    assert_eq!(nodes_of(&config).len(), 3);
+    for vm in &full {
+        let vmid = vm["vmid"].as_i64().unwrap();
+        let disk = lab
+            .api
+            .client
+            .qemu_config(vm["node"].as_str().unwrap(), vmid as u32, false, None)
+            .await
+            .unwrap()
+            .get("scsi0")
+            .unwrap();
+        assert!(
+            disk.starts_with(&format!("nfs-shared:{vmid}/vm-{vmid}-disk-0.qcow2")),
+            "a full clone has its own disk: {disk}"
+        );
+    }
+    for vm in &config {
+        let vmid = vm["vmid"].as_i64().unwrap();
+        let cfg = lab
+            .api
+            .client
+            .qemu_config(vm["node"].as_str().unwrap(), vmid as u32, false, None)
+            .await
+            .unwrap();
+        let disk = cfg.get("scsi0").unwrap();
+        assert!(
+            disk.starts_with(&format!(
+                "nfs-shared:104/base-104-disk-0.qcow2/{vmid}/vm-{vmid}-disk-0.qcow2"
+            )),
+            "a config clone's overlay is named like a linked clone's: {disk}"
+        );
+        let overlay = lab._dir.path().join(format!(
+            "storage/shared/nfs-shared/images/{vmid}/vm-{vmid}-disk-0.qcow2"
+        ));
+        assert!(overlay.exists(), "{} missing", overlay.display());
+        assert!(
+            cfg.get("ide2").unwrap_or_default().contains("cloudinit"),
+            "a cloud-init drive of its own"
+        );
+        assert_ne!(
+            cfg.get("smbios1"),
+            lab.api
+                .client
+                .qemu_config("pve1", 104, false, None)
+                .await
+                .unwrap()
+                .get("smbios1"),
+            "a fresh SMBIOS uuid"
+        );
+    }
+    lab.app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_follows_load_and_the_templates_storage() {
+    let lab = Lab::start(Backend::Embedded, |_| {}).await;
+    // Load: pve1 carries 2 guests, pve2 one, pve3 none (the templates do not count).
+    for (vmid, node) in [(900, "pve1"), (901, "pve1"), (902, "pve2")] {
+        let params = CloneParams::linked(vmid)
+            .name(format!("other-{vmid}"))
+            .target(node);
+        let upid = lab
+            .api
+            .client
+            .qemu_clone("pve1", 104, &params)
+            .await
+            .unwrap();
+        lab.api.wait(upid).await;
+    }
+    let (class_id, job) = lab
+        .create_class(class_body("Balanced", "linked_clone", 6))
+        .await;
+    assert_eq!(
+        lab.wait_finished(job, Duration::from_secs(30)).await["status"],
+        "succeeded"
+    );
+    let vms = lab.check_vms_exist(class_id, 6).await;
+    let order: Vec<&str> = vms.iter().map(|v| v["node"].as_str().unwrap()).collect();
+    assert_eq!(order, ["pve3", "pve2", "pve1", "pve3", "pve2", "pve1"]);
+
+    // deployment_node puts every VM there.
+    let mut body = class_body("Pinned", "linked_clone", 3);
+    body["deployment_node"] = json!("pve2");
+    let (pinned, job) = lab.create_class(body).await;
+    assert_eq!(
+        lab.wait_finished(job, Duration::from_secs(30)).await["status"],
+        "succeeded"
+    );
+    let vms = lab.check_vms_exist(pinned, 3).await;
+    assert_eq!(nodes_of(&vms), BTreeSet::from(["pve2".to_string()]));
+
+    // Template 105 lives on pve1's local-lvm: its clones never leave pve1.
+    let mut body = class_body("Local", "linked_clone", 4);
+    body["template_id"] = json!(105);
+    let (local, job) = lab.create_class(body).await;
+    assert_eq!(
+        lab.wait_finished(job, Duration::from_secs(30)).await["status"],
+        "succeeded"
+    );
+    let vms = lab.check_vms_exist(local, 4).await;
+    assert_eq!(nodes_of(&vms), BTreeSet::from(["pve1".to_string()]));
+    let mut body = class_body("Local elsewhere", "linked_clone", 1);
+    body["template_id"] = json!(105);
+    body["deployment_node"] = json!("pve3");
+    let (status, err) = lab.app.call(Method::POST, "/api/classes", Some(body)).await;
+    assert_eq!(status, 422, "{err}");
+    assert_eq!(err["field"], "deployment_node");
+    assert!(
+        err["error"].as_str().unwrap().contains("local storage"),
+        "{err}"
+    );
+    lab.app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_classes_on_two_workers_never_share_a_vmid() {
+    let lab = Lab::start(Backend::Real, |_| {}).await;
+    // A second worker process's worth of consumers on the same database and broker.
+    let (publisher, _marker) =
+        labfleet_jobs::Publisher::start(lab.app.queue.clone(), lab.app.store.clone());
+    let second = labfleet_worker::Worker::new(
+        lab.app.store.clone(),
+        publisher,
+        lab.app.clusters.clone(),
+        lab.app.settings.clone(),
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let second = tokio::spawn(second.run_until_stopped(stop.clone().cancelled_owned()));
+    let (a, b) = tokio::join!(
+        lab.create_class(class_body("Physics A", "linked_clone", 20)),
+        lab.create_class(class_body("Physics B", "linked_clone", 20)),
+    );
+    for (_, job) in [a, b] {
+        let done = lab.wait_finished(job, Duration::from_secs(60)).await;
+        assert_eq!(done["status"], "succeeded", "{done:#}");
+    }
+    let mut all = BTreeSet::new();
+    for (class, _) in [a, b] {
+        for vm in lab.check_vms_exist(class, 20).await {
+            assert!(
+                all.insert(vm["vmid"].as_i64().unwrap()),
+                "VMID used twice: {vm}"
+            );
+        }
+    }
+    // No Proxmox lock error reached a job.
+    let (_, jobs) = lab.app.call(Method::GET, "/api/jobs?limit=200", None).await;
+    for j in jobs["jobs"].as_array().unwrap() {
+        assert!(j["error"].is_null(), "{j}");
+    }
+    stop.cancel();
+    second.await.unwrap();
+    lab.app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_lock_timeouts_and_http_500s_are_retried_until_every_vm_exists() {
+    let lab = Lab::start(Backend::Real, |s| {
+        s.retry.initial_delay_ms = 20;
+        s.retry.max_delay_ms = 200;
+    })
+    .await;
+    lab.api
+        .set_faults(json!({"lock_timeout": 0.2, "http_500": 0.05}))
+        .await;
+    let (class_id, job) = lab
+        .create_class(class_body("Faulty", "linked_clone", 20))
+        .await;
+    let done = lab.wait_finished(job, Duration::from_secs(120)).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    lab.api.set_faults(json!({})).await;
+    lab.check_vms_exist(class_id, 20).await;
+    // Retries happened (else the faults were not injected), and none surfaced.
+    let (_, children) = lab
+        .app
+        .call(
+            Method::GET,
+            &format!("/api/jobs?parent={job}&limit=100"),
+            None,
+        )
+        .await;
+    let attempts: i64 = children["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["attempts"].as_i64().unwrap())
+        .sum();
+    assert!(
+        attempts > 20,
+        "no retries with 25% injected faults: {attempts}"
+    );
+    // Every labfleet guest belongs to the class: no orphan left by a failed attempt.
+    let guests = lab.guests().await;
+    let ours = guests.iter().filter(|(_, (_, _, t))| !t).count();
+    assert_eq!(ours, 20, "{guests:?}");
+    lab.app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_class_requests_get_a_4xx_naming_the_field() {
+    let lab = Lab::start(Backend::Embedded, |_| {}).await;
+    let cases = [
+        (json!({"pool_size": 0}), "pool_size"),
+        (json!({"pool_size": 2001}), "pool_size"),
+        (
+            json!({"deployment_method": "teleport"}),
+            "deployment_method",
+        ),
+        (json!({"template_id": 999}), "template_id"),
+        (json!({"template_id": 5}), "template_id"),
+        (json!({"deployment_node": "nope"}), "deployment_node"),
+        (json!({"deployment_cluster": "nope"}), "deployment_cluster"),
+        (json!({"name": "  "}), "name"),
+        (json!({"name": "!!!"}), "name"),
+        (json!({"idle_cpu_percent": 0}), "idle_cpu_percent"),
+        // 105 is raw on LVM-thin: no qcow2 overlays possible.
+        (
+            json!({"template_id": 105, "deployment_method": "config_clone"}),
+            "deployment_method",
+        ),
+    ];
+    for (patch, field) in cases {
+        let mut body = class_body("Bad", "linked_clone", 2);
+        for (k, v) in patch.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let (status, err) = lab
+            .app
+            .call(Method::POST, "/api/classes", Some(body.clone()))
+            .await;
+        assert_eq!(status, 422, "{body} → {err}");
+        assert_eq!(err["ok"], false);
+        assert_eq!(err["field"], field, "{body} → {err}");
+    }
+    let (status, err) = lab
+        .app
+        .call(
+            Method::POST,
+            "/api/classes",
+            Some(json!({"name": "x", "template_id": 104, "pool_size": 1, "colour": "red"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("colour"), "{err}");
+    let (status, err) = lab
+        .app
+        .call(
+            Method::POST,
+            "/api/classes",
+            Some(json!({"name": "x", "template_id": "104", "pool_size": 1})),
+        )
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["field"], "template_id", "{err}");
+    for path in ["/api/classes/abc", "/api/classes/0"] {
+        let (status, err) = lab.app.call(Method::GET, path, None).await;
+        assert_eq!(status, 400, "{path}: {err}");
+    }
+    let (status, _) = lab.app.call(Method::GET, "/api/classes/424242", None).await;
+    assert_eq!(status, 404);
+    lab.app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_removed_after_the_sync_fails_the_deployment_at_once() {
+    let lab = Lab::start(Backend::Embedded, |_| {}).await;
+    let upid = lab
+        .api
+        .client
+        .qemu_delete("pve1", 105, &DestroyParams::default())
+        .await
+        .unwrap();
+    lab.api.wait(upid).await;
+    let mut body = class_body("Ghost", "linked_clone", 3);
+    body["template_id"] = json!(105);
+    let (class_id, job) = lab.create_class(body).await;
+    let done = lab.wait_finished(job, Duration::from_secs(30)).await;
+    assert_eq!(done["status"], "failed", "{done:#}");
+    assert_eq!(done["attempts"], 1, "a missing template is not retried");
+    let error = done["error"].as_str().unwrap();
+    assert!(error.contains("template 105 does not exist"), "{error}");
+    assert_eq!(lab.class(class_id).await["vms"], json!([]));
+    lab.app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_idempotency_key_makes_one_class() {
+    let lab = Lab::start(Backend::Real, |_| {}).await;
+    let body = class_body("Once", "linked_clone", 2);
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let resp = lab
+            .app
+            .http
+            .post(lab.app.url("/api/classes"))
+            .bearer_auth(crate::harness::TOKEN)
+            .header("Idempotency-Key", "class-once")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 202);
+        answers.push(resp.json::<Value>().await.unwrap());
+    }
+    assert_eq!(answers[0]["class_id"], answers[1]["class_id"]);
+    assert_eq!(answers[0]["job_id"], answers[1]["job_id"]);
+    let mut other = body.clone();
+    other["pool_size"] = json!(3);
+    let resp = lab
+        .app
+        .http
+        .post(lab.app.url("/api/classes"))
+        .bearer_auth(crate::harness::TOKEN)
+        .header("Idempotency-Key", "class-once")
+        .json(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 409);
+    let (_, list) = lab.app.call(Method::GET, "/api/classes", None).await;
+    assert_eq!(list["classes"].as_array().unwrap().len(), 1, "{list}");
+    let job: Uuid = answers[0]["job_id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        lab.wait_finished(job, Duration::from_secs(30)).await["status"],
+        "succeeded"
+    );
+    lab.app.finish().await;
+}
+
+async fn resize_and_delete(backend: Backend) {
+    let lab = Lab::start(backend, |_| {}).await;
+    let (class_id, job) = lab
+        .create_class(class_body("Shrinking", "linked_clone", 3))
+        .await;
+    assert_eq!(
+        lab.wait_finished(job, Duration::from_secs(30)).await["status"],
+        "succeeded"
+    );
+
+    // Grow: two more VMs, indexes 4 and 5.
+    let (status, resp) = lab
+        .app
+        .call(
+            Method::PATCH,
+            &format!("/api/classes/{class_id}"),
+            Some(json!({"pool_size": 5})),
+        )
+        .await;
+    assert_eq!(status, 202, "{resp}");
+    let grow: Uuid = resp["job_id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        lab.wait_finished(grow, Duration::from_secs(30)).await["status"],
+        "succeeded"
+    );
+    let vms = lab.check_vms_exist(class_id, 5).await;
+    let indexes: Vec<i64> = vms.iter().map(|v| v["index"].as_i64().unwrap()).collect();
+    assert_eq!(indexes, [1, 2, 3, 4, 5]);
+
+    // Shrink: the highest-numbered go.
+    let (status, resp) = lab
+        .app
+        .call(
+            Method::PATCH,
+            &format!("/api/classes/{class_id}"),
+            Some(json!({"pool_size": 2})),
+        )
+        .await;
+    assert_eq!(status, 202, "{resp}");
+    let shrink: Uuid = resp["job_id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        lab.wait_finished(shrink, Duration::from_secs(30)).await["status"],
+        "succeeded"
+    );
+    let kept = lab.check_vms_exist(class_id, 2).await;
+    let gone: Vec<i64> = vms[2..]
+        .iter()
+        .map(|v| v["vmid"].as_i64().unwrap())
+        .collect();
+    let guests = lab.guests().await;
+    for vmid in &gone {
+        assert!(!guests.contains_key(vmid), "VM {vmid} should be destroyed");
+    }
+
+    // Delete: every VM goes, the class is gone from the list, VMIDs cool down before reuse.
+    let (status, resp) = lab
+        .app
+        .call(Method::DELETE, &format!("/api/classes/{class_id}"), None)
+        .await;
+    assert_eq!(status, 202, "{resp}");
+    let delete: Uuid = resp["job_id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        lab.wait_finished(delete, Duration::from_secs(30)).await["status"],
+        "succeeded"
+    );
+    let guests = lab.guests().await;
+    for vm in &kept {
+        assert!(!guests.contains_key(&vm["vmid"].as_i64().unwrap()), "{vm}");
+    }
+    let (status, _) = lab
+        .app
+        .call(Method::GET, &format!("/api/classes/{class_id}"), None)
+        .await;
+    assert_eq!(status, 404);
+    let (_, list) = lab.app.call(Method::GET, "/api/classes", None).await;
+    assert_eq!(list["classes"], json!([]));
+    // A new class does not get the freed VMIDs (cool-down).
+    let (again, job) = lab
+        .create_class(class_body("Next", "linked_clone", 5))
+        .await;
+    assert_eq!(
+        lab.wait_finished(job, Duration::from_secs(30)).await["status"],
+        "succeeded"
+    );
+    let fresh: BTreeSet<i64> = lab
+        .check_vms_exist(again, 5)
+        .await
+        .iter()
+        .map(|v| v["vmid"].as_i64().unwrap())
+        .collect();
+    let freed: BTreeSet<i64> = vms.iter().map(|v| v["vmid"].as_i64().unwrap()).collect();
+    assert!(fresh.is_disjoint(&freed), "{fresh:?} reuses {freed:?}");
+    lab.app.finish().await;
+}
+both_backends!(resize_and_delete_on, resize_and_delete);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_vm_on_a_reserved_vmid_is_left_alone() {
+    let lab = Lab::start(Backend::Embedded, |_| {}).await;
+    // Someone else's VM appears on 10000 — after labfleet looked (a stale plan, a racing
+    // admin). Simulate by reserving nothing: the plan reads the cluster first and skips it.
+    let params = CloneParams::linked(10000).name("not-ours");
+    let upid = lab
+        .api
+        .client
+        .qemu_clone("pve1", 104, &params)
+        .await
+        .unwrap();
+    lab.api.wait(upid).await;
+    let (class_id, job) = lab
+        .create_class(class_body("Careful", "linked_clone", 3))
+        .await;
+    assert_eq!(
+        lab.wait_finished(job, Duration::from_secs(30)).await["status"],
+        "succeeded"
+    );
+    let vms = lab.check_vms_exist(class_id, 3).await;
+    assert!(vms.iter().all(|v| v["vmid"] != 10000), "{vms:?}");
+    let guests = lab.guests().await;
+    assert_eq!(guests[&10000].1, "not-ours");
+    lab.app.finish().await;
+}

@@ -4,6 +4,7 @@
 mod bench;
 mod cli;
 mod components;
+mod lab;
 mod shutdown;
 mod telemetry;
 

@@ -1,6 +1,7 @@
 //! `labfleet bench …`: benchmarks that print figures and ratios (never timed tests).
 
 mod api;
+mod deploy;
 mod pipeline;
 mod scratch;
 
@@ -14,6 +15,8 @@ pub enum BenchCommand {
     Pipeline(pipeline::PipelineArgs),
     /// Latency percentiles of the jobs API at a fixed request rate.
     Api(api::ApiArgs),
+    /// A class deployment against the simulator, against its critical-path lower bound.
+    Deploy(deploy::DeployArgs),
 }
 
 /// Runs one benchmark.
@@ -21,5 +24,6 @@ pub async fn run(cmd: BenchCommand, settings: Settings) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Pipeline(args) => pipeline::run(args, settings).await,
         BenchCommand::Api(args) => api::run(args, settings).await,
+        BenchCommand::Deploy(args) => deploy::run(args, settings).await,
     }
 }

@@ -1,11 +1,13 @@
 //! `labfleet serve`: API, worker and scheduler in one process. With nothing configured this is
 //! the embedded default (SQLite file, in-process queue).
 
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use labfleet_jobs::Settings;
 use secrecy::SecretString;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::{components::Components, shutdown};
 
@@ -19,18 +21,10 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     }
     let parts = Components::build(settings).await?;
     let stop = shutdown::on_signal();
-
-    let api = labfleet_api::Application::build(
-        parts.settings.clone(),
-        parts.store.clone(),
-        parts.publisher.clone(),
-        parts.clusters.clone(),
-    )
-    .await
-    .with_context(|| format!("cannot listen on {}", parts.settings.bind))?;
-    let addr = api.local_addr()?;
+    let services = Services::start(&parts, stop).await?;
     println!(
-        "labfleet is serving on http://{addr} (database: {}, queue: {})",
+        "labfleet is serving on http://{} (database: {}, queue: {})",
+        services.addr,
         describe_db(&parts.settings),
         if parts.settings.amqp_url.is_some() {
             "RabbitMQ"
@@ -38,32 +32,65 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
             "in-process"
         }
     );
+    services.wait().await
+}
 
-    let worker = labfleet_worker::Worker::new(
-        parts.store.clone(),
-        parts.publisher.clone(),
-        parts.clusters.clone(),
-        (*parts.settings).clone(),
-    );
-    parts.republish_if_in_process().await?;
-    let api_task = tokio::spawn(api.run_until_stopped(stop.clone().cancelled_owned()));
-    let worker_task = tokio::spawn(worker.run_until_stopped(stop.clone().cancelled_owned()));
-    let settings: Arc<Settings> = parts.settings.clone();
-    let (store, publisher) = (parts.store.clone(), parts.publisher.clone());
-    let sched_stop = stop.clone();
-    let scheduler_task = tokio::spawn(async move {
-        labfleet_scheduler::run_until_stopped(
-            &settings,
-            store,
-            publisher,
-            sched_stop.cancelled_owned(),
+/// API, worker and scheduler running in this process until `stop` fires.
+pub struct Services {
+    /// Where the API listens.
+    pub addr: SocketAddr,
+    api: JoinHandle<std::io::Result<()>>,
+    worker: JoinHandle<()>,
+    scheduler: JoinHandle<()>,
+}
+
+impl Services {
+    /// Binds the API and starts the three parts on `parts`.
+    pub async fn start(parts: &Components, stop: CancellationToken) -> anyhow::Result<Services> {
+        let api = labfleet_api::Application::build(
+            parts.settings.clone(),
+            parts.store.clone(),
+            parts.publisher.clone(),
+            parts.clusters.clone(),
         )
         .await
-    });
-    api_task.await??;
-    worker_task.await?;
-    scheduler_task.await?;
-    Ok(())
+        .with_context(|| format!("cannot listen on {}", parts.settings.bind))?;
+        let addr = api.local_addr()?;
+        let worker = labfleet_worker::Worker::new(
+            parts.store.clone(),
+            parts.publisher.clone(),
+            parts.clusters.clone(),
+            (*parts.settings).clone(),
+        );
+        parts.republish_if_in_process().await?;
+        let api = tokio::spawn(api.run_until_stopped(stop.clone().cancelled_owned()));
+        let worker = tokio::spawn(worker.run_until_stopped(stop.clone().cancelled_owned()));
+        let settings: Arc<Settings> = parts.settings.clone();
+        let (store, publisher) = (parts.store.clone(), parts.publisher.clone());
+        let scheduler = tokio::spawn(async move {
+            labfleet_scheduler::run_until_stopped(
+                &settings,
+                store,
+                publisher,
+                stop.cancelled_owned(),
+            )
+            .await
+        });
+        Ok(Services {
+            addr,
+            api,
+            worker,
+            scheduler,
+        })
+    }
+
+    /// Waits until all three have stopped.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.api.await??;
+        self.worker.await?;
+        self.scheduler.await?;
+        Ok(())
+    }
 }
 
 fn describe_db(settings: &Settings) -> String {

@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use labfleet_clusters::{ClusterStore, SecretBox};
-use sea_orm::DatabaseConnection;
 use labfleet_jobs::{
     db,
     queue::{MemoryQueue, RabbitQueue},
     JobStore, Publisher, Queue, Settings,
 };
+use sea_orm::DatabaseConnection;
 
 /// The parts every labfleet service is built from.
 pub struct Components {

@@ -134,7 +134,10 @@ mod tests {
         let t0 = Instant::now();
         let g = cache.generation();
         cache.put([1; 32], Verdict::Valid(principal(1, 1), None), g, t0);
-        assert!(matches!(cache.get(&[1; 32], t0 + Duration::from_secs(9)), Some(Verdict::Valid(..))));
+        assert!(matches!(
+            cache.get(&[1; 32], t0 + Duration::from_secs(9)),
+            Some(Verdict::Valid(..))
+        ));
         assert!(cache.get(&[1; 32], t0 + Duration::from_secs(10)).is_none());
         assert!(cache.get(&[2; 32], t0).is_none());
     }

@@ -44,7 +44,8 @@ impl std::str::FromStr for Role {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Role, String> {
-        Role::parse(s).ok_or_else(|| format!("unknown role `{s}`; expected admin, teacher or student"))
+        Role::parse(s)
+            .ok_or_else(|| format!("unknown role `{s}`; expected admin, teacher or student"))
     }
 }
 

@@ -244,7 +244,10 @@ mod tests {
 
     #[test]
     fn labels_are_trimmed_and_bounded() {
-        assert_eq!(clean_label(Some("  ci  ")).ok().flatten().as_deref(), Some("ci"));
+        assert_eq!(
+            clean_label(Some("  ci  ")).ok().flatten().as_deref(),
+            Some("ci")
+        );
         assert_eq!(clean_label(Some("   ")).ok().flatten(), None);
         assert!(clean_label(Some(&"x".repeat(101))).is_err());
         assert!(clean_label(Some("a\nb")).is_err());

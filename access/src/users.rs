@@ -87,7 +87,13 @@ impl AccessStore {
         .insert(&self.db)
         .await
         // Two creates of one name at once: the unique index decides.
-        .map_err(|e| if is_unique_violation(&e) { duplicate(name) } else { e.into() })?;
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                duplicate(name)
+            } else {
+                e.into()
+            }
+        })?;
         User::from_row(row).ok_or_else(|| AccessError::Db(DbErr::Custom("role lost".into())))
     }
 
@@ -152,9 +158,19 @@ mod tests {
         for ok in ["alice", "t.smith", "bob-2", "x@lab", "A_1"] {
             assert!(validate_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "-lead", "with space", "semi;colon", "ünïcode", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "-lead",
+            "with space",
+            "semi;colon",
+            "ünïcode",
+            &"x".repeat(65),
+        ] {
             assert!(
-                matches!(validate_name(bad), Err(AccessError::Input { field: "name", .. })),
+                matches!(
+                    validate_name(bad),
+                    Err(AccessError::Input { field: "name", .. })
+                ),
                 "{bad}"
             );
         }

@@ -136,7 +136,11 @@ impl MigrationTrait for Migration {
                             .not_null(),
                     )
                     .col(ColumnDef::new(AuditEvents::Detail).json().null())
-                    .col(ColumnDef::new(AuditEvents::Source).string_len(100).not_null())
+                    .col(
+                        ColumnDef::new(AuditEvents::Source)
+                            .string_len(100)
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(AuditEvents::Outcome).string_len(32).null())
                     .to_owned(),
             )

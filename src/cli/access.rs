@@ -89,11 +89,18 @@ pub async fn user(settings: Settings, command: UserCommand) -> anyhow::Result<()
                 json!({"name": user.name, "role": user.role}),
             )
             .await;
-            eprintln!("created user {} (id {}, role {})", user.name, user.id, user.role);
+            eprintln!(
+                "created user {} (id {}, role {})",
+                user.name, user.id, user.role
+            );
         }
         UserCommand::List => {
-            let time = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
-            println!("{:>6}  {:<24} {:<8} {:<21} disabled", "id", "name", "role", "created");
+            let time =
+                |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
+            println!(
+                "{:>6}  {:<24} {:<8} {:<21} disabled",
+                "id", "name", "role", "created"
+            );
             for u in store.list_users().await? {
                 let disabled = u.disabled_at.map(time).unwrap_or_default();
                 println!(

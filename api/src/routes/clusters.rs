@@ -152,7 +152,13 @@ pub(crate) async fn delete(
     state.clusters.delete(db_id).await?;
     tracing::info!(cluster.db_id = db_id, by = %caller.name, "cluster deleted");
     state
-        .audit(&caller, source, "cluster.delete", format!("cluster:{db_id}"), json!(null))
+        .audit(
+            &caller,
+            source,
+            "cluster.delete",
+            format!("cluster:{db_id}"),
+            json!(null),
+        )
         .await;
     Ok(Json(Done { ok: true }))
 }

@@ -16,8 +16,8 @@ use labfleet_jobs::{
     store::{CreateOutcome, IdempotencyClaim, JobDetail, JobFilter, JobSummary, NewJob},
     Family, JobSpec, JobStatus, StoreError,
 };
-use serde_json::json;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -374,7 +374,13 @@ pub(crate) async fn cancel(
     may_control(&state, &caller, id).await?;
     let out = state.store.cancel(id, "cancelled on request").await?;
     state
-        .audit(&caller, source, "job.cancel", format!("job:{id}"), json!(null))
+        .audit(
+            &caller,
+            source,
+            "job.cancel",
+            format!("job:{id}"),
+            json!(null),
+        )
         .await;
     Ok(Json(Cancelled {
         ok: true,

@@ -126,13 +126,22 @@ pub(crate) async fn create(
     let role = Role::parse(&req.role).ok_or_else(|| {
         ApiError::invalid(
             "role",
-            format!("unknown role `{}`; expected admin, teacher or student", req.role),
+            format!(
+                "unknown role `{}`; expected admin, teacher or student",
+                req.role
+            ),
         )
     })?;
     let user = state.auth.store().create_user(&req.name, role).await?;
     let detail = json!({"name": user.name, "role": user.role});
     state
-        .audit(&caller, source, "user.create", format!("user:{}", user.id), detail)
+        .audit(
+            &caller,
+            source,
+            "user.create",
+            format!("user:{}", user.id),
+            detail,
+        )
         .await;
     Ok((StatusCode::CREATED, Json(OneUser { ok: true, user })).into_response())
 }
@@ -188,7 +197,13 @@ pub(crate) async fn issue_token(
         "user": issued.user.name, "user_id": user_id, "label": req.label, "expires_at": issued.expires_at,
     });
     state
-        .audit(&caller, source, "token.issue", format!("token:{}", issued.token_id), detail)
+        .audit(
+            &caller,
+            source,
+            "token.issue",
+            format!("token:{}", issued.token_id),
+            detail,
+        )
         .await;
     let body = Issued {
         ok: true,
@@ -244,7 +259,13 @@ pub(crate) async fn revoke_token(
     let token = state.auth.revoke(token_id).await?;
     let detail = json!({"user_id": token.user_id});
     state
-        .audit(&caller, source, "token.revoke", format!("token:{token_id}"), detail)
+        .audit(
+            &caller,
+            source,
+            "token.revoke",
+            format!("token:{token_id}"),
+            detail,
+        )
         .await;
     Ok(Json(Revoked { ok: true, token }))
 }

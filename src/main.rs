@@ -41,7 +41,7 @@ enum Command {
         /// is_default, is_active}.
         file: PathBuf,
     },
-    /// Users: create, list.
+    /// Users: create, list, disable.
     #[command(subcommand)]
     User(cli::access::UserCommand),
     /// API tokens: create (printed once on stdout), revoke.

@@ -27,6 +27,13 @@ pub enum UserCommand {
     },
     /// Lists users (on stdout).
     List,
+    /// Disables a user: none of their tokens is accepted any more (running API processes
+    /// notice within 10 s).
+    Disable {
+        /// The user's name.
+        #[arg(long)]
+        name: String,
+    },
 }
 
 /// `labfleet token …`
@@ -93,6 +100,20 @@ pub async fn user(settings: Settings, command: UserCommand) -> anyhow::Result<()
                 "created user {} (id {}, role {})",
                 user.name, user.id, user.role
             );
+        }
+        UserCommand::Disable { name } => {
+            let Some(user) = store.user_by_name(&name).await? else {
+                bail!("there is no user named {name}");
+            };
+            store.disable_user(user.id).await?;
+            audit(
+                &store,
+                "user.disable",
+                format!("user:{}", user.id),
+                json!({"name": user.name}),
+            )
+            .await;
+            eprintln!("user {name} disabled; their tokens are refused (by running API processes within 10 s)");
         }
         UserCommand::List => {
             let time =

@@ -914,6 +914,20 @@ async fn the_cli_creates_users_and_tokens_that_the_api_accepts() {
     let (ok, _, err) = run(&["token", "revoke", "--id", "999999"]);
     assert!(!ok && err.contains("not found"), "{err}");
 
+    // A disabled user's unseen token is refused; no new token is issued to them.
+    let (ok, hal_token, _) = run(&["token", "create", "--user", "hal", "--role", "student"]);
+    assert!(ok);
+    let (ok, _, err) = run(&["user", "disable", "--name", "hal"]);
+    assert!(ok && err.contains("disabled"), "{err}");
+    assert_eq!(
+        call_as(&app, Some(hal_token.trim()), Method::GET, "/api/me", None)
+            .await
+            .0,
+        401
+    );
+    let (ok, _, err) = run(&["token", "create", "--user", "hal"]);
+    assert!(!ok && err.contains("disabled"), "{err}");
+
     let (_, log) = app.call(Method::GET, "/api/audit?actor=cli", None).await;
     let actions: Vec<&str> = log["events"]
         .as_array()
@@ -924,6 +938,9 @@ async fn the_cli_creates_users_and_tokens_that_the_api_accepts() {
     assert_eq!(
         actions,
         [
+            "user.disable",
+            "token.issue",
+            "user.create",
             "token.revoke",
             "token.issue",
             "token.issue",

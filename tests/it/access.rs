@@ -52,6 +52,12 @@ const ROUTES: &[(&str, &str, Access)] = &[
     ("POST", "/api/users/{id}/tokens", Admin),
     ("DELETE", "/api/tokens/{id}", Admin),
     ("GET", "/api/audit", Admin),
+    ("GET", "/api/classes", Teacher),
+    ("POST", "/api/classes", Teacher),
+    ("GET", "/api/classes/{id}", Teacher),
+    ("PATCH", "/api/classes/{id}", Teacher),
+    ("DELETE", "/api/classes/{id}", Teacher),
+    ("POST", "/api/classes/{id}/retry-failed", Teacher),
 ];
 
 /// Sends a request with `token` (or none); returns status and JSON body.
@@ -602,6 +608,7 @@ async fn job_of(app: &TestApp, owner: &str, duration_ms: u64) -> Uuid {
         parent_id: None,
         created_by: owner.into(),
         max_attempts: 1,
+        class_id: None,
     };
     app.store.create(&[job]).await.unwrap()[0]
 }

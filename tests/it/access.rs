@@ -58,6 +58,9 @@ const ROUTES: &[(&str, &str, Access)] = &[
     ("PATCH", "/api/classes/{id}", Teacher),
     ("DELETE", "/api/classes/{id}", Teacher),
     ("POST", "/api/classes/{id}/retry-failed", Teacher),
+    ("POST", "/api/cluster-config/{db_id}/sync", Admin),
+    ("GET", "/api/templates", Admin),
+    ("GET", "/api/isos", Admin),
 ];
 
 /// Sends a request with `token` (or none); returns status and JSON body.

@@ -10,6 +10,7 @@ use labfleet_jobs::{
     queue::{MemoryQueue, RabbitQueue},
     JobStore, Publisher, Queue, Settings,
 };
+use sea_orm::DatabaseConnection;
 
 /// The parts every labfleet service is built from.
 pub struct Components {
@@ -22,17 +23,7 @@ pub struct Components {
 impl Components {
     /// Connects, migrates and wires the transport chosen by the settings.
     pub async fn build(settings: Settings) -> anyhow::Result<Components> {
-        let url_kind = if settings.database_url.is_some() {
-            "configured database"
-        } else {
-            "embedded SQLite database"
-        };
-        let db = db::connect(&settings)
-            .await
-            .with_context(|| format!("cannot open the {url_kind}"))?;
-        db::migrate(&db)
-            .await
-            .context("cannot migrate the database")?;
+        let db = database(&settings).await?;
         let queue = match &settings.amqp_url {
             Some(url) => Queue::Rabbit(RabbitQueue::new(
                 url.clone(),
@@ -64,6 +55,22 @@ impl Components {
         }
         Ok(())
     }
+}
+
+/// The database the settings name (the embedded SQLite file by default), migrated.
+pub async fn database(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
+    let url_kind = if settings.database_url.is_some() {
+        "configured database"
+    } else {
+        "embedded SQLite database"
+    };
+    let db = db::connect(settings)
+        .await
+        .with_context(|| format!("cannot open the {url_kind}"))?;
+    db::migrate(&db)
+        .await
+        .context("cannot migrate the database")?;
+    Ok(db)
 }
 
 /// The cipher for cluster secrets: the configured key, or in the embedded default a key file in

@@ -42,6 +42,12 @@ enum Command {
         /// is_default, is_active}.
         file: PathBuf,
     },
+    /// Users: create, list, disable.
+    #[command(subcommand)]
+    User(cli::access::UserCommand),
+    /// API tokens: create (printed once on stdout), revoke.
+    #[command(subcommand)]
+    Token(cli::access::TokenCommand),
     /// A simulated Proxmox VE cluster (REST, SSH, qcow2 disks, locks, latencies, faults).
     Sim(labfleet_sim::SimArgs),
     /// Benchmarks that print figures and ratios.
@@ -75,6 +81,8 @@ fn main() -> anyhow::Result<()> {
                     Command::ImportClusters { file } => {
                         cli::services::import_clusters(settings, &file).await
                     }
+                    Command::User(cmd) => cli::access::user(settings, cmd).await,
+                    Command::Token(cmd) => cli::access::token(settings, cmd).await,
                     Command::Sim(args) => labfleet_sim::run(args).await,
                     Command::Bench(_) => unreachable!("handled above"),
                 }

@@ -157,6 +157,18 @@ impl From<labfleet_deploy::RequestError> for ApiError {
     }
 }
 
+impl From<labfleet_access::AccessError> for ApiError {
+    fn from(e: labfleet_access::AccessError) -> Self {
+        use labfleet_access::AccessError;
+        match e {
+            AccessError::Input { field, message } => ApiError::invalid(field, message),
+            AccessError::NotFound(msg) => ApiError::NotFound(msg),
+            AccessError::Conflict(msg) => ApiError::Conflict(msg),
+            AccessError::Db(db) => db.into(),
+        }
+    }
+}
+
 impl From<labfleet_clusters::ClusterError> for ApiError {
     fn from(e: labfleet_clusters::ClusterError) -> Self {
         use labfleet_clusters::ClusterError;
@@ -165,9 +177,7 @@ impl From<labfleet_clusters::ClusterError> for ApiError {
             ClusterError::Input(i) => ApiError::invalid(i.field, i.message),
             ClusterError::NotFound(id) => ApiError::NotFound(format!("cluster {id} not found")),
             ClusterError::Conflict(msg) => ApiError::Conflict(msg),
-            ClusterError::Db(db) if labfleet_jobs::store::is_connection_error(&db) => {
-                ApiError::Unavailable("the database is unavailable; try again shortly".into())
-            }
+            ClusterError::Db(db) => db.into(),
             e => ApiError::Internal(e.to_string()),
         }
     }

@@ -112,11 +112,9 @@ impl<S: Send + Sync> FromRequestParts<S> for ClassId {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let raw = Path::<String>::from_request_parts(parts, state)
+        path_positive_id(parts, state, "id", "class id")
             .await
-            .ok()
-            .map(|Path(raw)| raw);
-        positive_id(raw, "id", "class id").map(ClassId)
+            .map(ClassId)
     }
 }
 
@@ -130,5 +128,75 @@ impl<S: Send + Sync> FromRequestParts<S> for JobId {
         Uuid::parse_str(&raw)
             .map(JobId)
             .map_err(|_| ApiError::bad_field("id", format!("`{raw}` is not a job id (a UUID)")))
+    }
+}
+
+/// The single path segment as a positive row id (see `positive_id`).
+pub(crate) async fn path_positive_id<S: Send + Sync>(
+    parts: &mut Parts,
+    state: &S,
+    field: &str,
+    what: &str,
+) -> Result<i64, ApiError> {
+    let raw = Path::<String>::from_request_parts(parts, state)
+        .await
+        .ok()
+        .map(|Path(raw)| raw);
+    positive_id(raw, field, what)
+}
+
+/// Largest page of a list.
+const MAX_PAGE: u64 = 1_000;
+/// Largest offset accepted (beyond any real table, and within the database's integer range).
+const MAX_OFFSET: u64 = 1_000_000_000;
+
+/// A page size (1–1000, default 100), naming `field` when out of range.
+pub(crate) fn page_size(limit: Option<u64>, field: &str) -> Result<u64, ApiError> {
+    match limit {
+        None => Ok(100),
+        Some(n @ 1..=MAX_PAGE) => Ok(n),
+        Some(n) => Err(ApiError::invalid(
+            field,
+            format!("{field} must be between 1 and {MAX_PAGE}, got {n}"),
+        )),
+    }
+}
+
+/// A paging offset (0 by default), naming `field` when out of range.
+pub(crate) fn page_offset(offset: Option<u64>, field: &str) -> Result<u64, ApiError> {
+    match offset {
+        None => Ok(0),
+        Some(n @ 0..=MAX_OFFSET) => Ok(n),
+        Some(n) => Err(ApiError::invalid(
+            field,
+            format!("{field} must be at most {MAX_OFFSET}, got {n}"),
+        )),
+    }
+}
+
+/// Where a request came from: the TCP peer's address (the server is run with connect info).
+/// Behind a proxy this is the proxy; `X-Forwarded-For` is not trusted, as any client can set it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Source(pub Option<std::net::SocketAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Source {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Source(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0),
+        ))
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => write!(f, "{addr}"),
+            None => f.write_str("unknown"),
+        }
     }
 }

@@ -5,7 +5,7 @@ use utoipa::{
     Modify, OpenApi,
 };
 
-use crate::routes::{classes, clusters, health, inventory, jobs};
+use crate::routes::{audit, classes, clusters, health, inventory, jobs, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,6 +17,8 @@ use crate::routes::{classes, clusters, health, inventory, jobs};
         classes::create, classes::list, classes::show, classes::resize, classes::delete,
         classes::retry_failed,
         inventory::sync, inventory::templates, inventory::isos,
+        users::me, users::list, users::create, users::issue_token, users::list_tokens,
+        users::revoke_token, audit::list,
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&BearerAuth),
@@ -24,6 +26,8 @@ use crate::routes::{classes, clusters, health, inventory, jobs};
          (name = "clusters", description = "Proxmox clusters (admin)"),
          (name = "classes", description = "Classes: bulk deployment of student VMs"),
          (name = "inventory", description = "Nodes, storages, templates and ISOs synced from the clusters"),
+         (name = "access", description = "Users and their API tokens (admin), and who am I"),
+         (name = "audit", description = "The audit log (admin)"),
          (name = "operations", description = "Health and metrics")),
 )]
 pub(crate) struct ApiDoc;

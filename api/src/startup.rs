@@ -7,9 +7,10 @@ use axum::{
     http::{Request, StatusCode},
     middleware,
     response::IntoResponse,
-    routing::{get, post, put},
+    routing::{delete, get, post, put},
     Router,
 };
+use labfleet_access::{AccessStore, Authenticator};
 use labfleet_clusters::ClusterStore;
 use labfleet_jobs::{JobStore, Publisher, Settings};
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
@@ -23,7 +24,8 @@ pub struct Application {
 }
 
 impl Application {
-    /// Binds `settings.bind` and builds the router.
+    /// Binds `settings.bind` and builds the router. Users, tokens and the audit log live in the
+    /// job store's database.
     pub async fn build(
         settings: Arc<Settings>,
         store: JobStore,
@@ -31,8 +33,10 @@ impl Application {
         clusters: ClusterStore,
     ) -> std::io::Result<Application> {
         let listener = tokio::net::TcpListener::bind(settings.bind).await?;
+        let auth = Authenticator::new(AccessStore::new(store.db().clone()));
         let state = AppState {
             classes: labfleet_deploy::ClassStore::new(store.db().clone()),
+            auth,
             store,
             clusters,
             publisher,
@@ -50,12 +54,16 @@ impl Application {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then finishes the requests in flight.
+    /// Serves until `shutdown` resolves, then finishes the requests in flight. Each request
+    /// knows its peer's address (the audit log's source).
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
             .await
     }
@@ -101,6 +109,17 @@ pub fn router(state: AppState) -> Router {
         .route("/api/cluster-config/{db_id}/sync", post(routes::inventory::sync))
         .route("/api/templates", get(routes::inventory::templates))
         .route("/api/isos", get(routes::inventory::isos))
+        .route("/api/me", get(routes::users::me))
+        .route(
+            "/api/users",
+            get(routes::users::list).post(routes::users::create),
+        )
+        .route(
+            "/api/users/{id}/tokens",
+            get(routes::users::list_tokens).post(routes::users::issue_token),
+        )
+        .route("/api/tokens/{id}", delete(routes::users::revoke_token))
+        .route("/api/audit", get(routes::audit::list))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             (

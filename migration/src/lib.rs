@@ -7,6 +7,7 @@ mod m20261123_000001_jobs;
 mod m20261123_000002_clusters;
 mod m20261123_000003_lease_token;
 mod m20261123_000004_inventory;
+mod m20261123_000006_access;
 mod m20261123_000007_classes;
 
 /// The ordered list of labfleet's migrations.
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000002_clusters::Migration),
             Box::new(m20261123_000003_lease_token::Migration),
             Box::new(m20261123_000004_inventory::Migration),
+            Box::new(m20261123_000006_access::Migration),
             Box::new(m20261123_000007_classes::Migration),
         ]
     }

@@ -16,7 +16,7 @@ fn warn_if_embedded(settings: &Settings, what: &str) {
 pub async fn api(settings: Settings) -> anyhow::Result<()> {
     warn_if_embedded(&settings, "api");
     if settings.admin_token.is_none() {
-        tracing::warn!("LABFLEET_ADMIN_TOKEN is not set: every API request will be refused");
+        tracing::info!("LABFLEET_ADMIN_TOKEN is not set: only user tokens (`labfleet token create`) are accepted");
     }
     let parts = Components::build(settings).await?;
     let stop = shutdown::on_signal();
@@ -81,6 +81,16 @@ pub async fn import_clusters(settings: Settings, file: &std::path::Path) -> anyh
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let parts = Components::build(settings).await?;
     let report = labfleet_clusters::import::import(&parts.clusters, &text).await?;
+    if !report.imported.is_empty() {
+        let access = labfleet_access::AccessStore::new(parts.store.db().clone());
+        let detail = serde_json::json!({
+            "file": file.display().to_string(),
+            "imported": report.imported,
+            "unchanged": report.unchanged.len(),
+            "skipped": report.skipped.len(),
+        });
+        super::access::audit(&access, "cluster.import", "clusters".into(), detail).await;
+    }
     for id in &report.imported {
         println!("imported {id}");
     }

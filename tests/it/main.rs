@@ -3,6 +3,7 @@
 //! database (a copy of a migrated PostgreSQL template, or a SQLite file), its own queue prefix on
 //! the real RabbitMQ, and its own API on port 0.
 
+mod access;
 mod clusters;
 mod deploy;
 mod harness;

@@ -18,6 +18,7 @@ use labfleet_jobs::{
     ClassArgs, DestroyClassArgs, JobSpec,
 };
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -26,7 +27,7 @@ use super::jobs::{idempotency_key, publish_soon, retry_and_publish};
 use crate::{
     auth::Caller,
     error::ApiError,
-    extract::{parse_json, ClassId},
+    extract::{parse_json, ClassId, Source},
     state::AppState,
 };
 
@@ -125,12 +126,16 @@ pub(crate) struct ClassPatch {
         (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
 pub(crate) async fn create(
     caller: Caller,
+    source: Source,
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     caller.require_teacher()?;
     let request: ClassRequest = parse_json(&body)?;
+    let detail = json!({
+        "name": request.name, "template_id": request.template_id, "pool_size": request.pool_size,
+    });
     let claim = idempotency_key(&headers)?.map(|key| IdempotencyClaim {
         caller: caller.name.clone(),
         key,
@@ -169,6 +174,10 @@ pub(crate) async fn create(
         CreateOutcome::Created(job_id) => {
             publish_soon(&state, labfleet_jobs::Family::Deploy, job_id).await;
             let class_id = class_of(&state, job_id).await?;
+            let target = format!("class:{class_id}");
+            state
+                .audit(&caller, source, "class.create", target, detail)
+                .await;
             Ok(class_accepted(class_id, job_id))
         }
         CreateOutcome::Replayed(job_id) => replayed(&state, job_id).await,
@@ -280,6 +289,7 @@ pub(crate) async fn show(
         (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
 pub(crate) async fn resize(
     caller: Caller,
+    source: Source,
     State(state): State<AppState>,
     ClassId(id): ClassId,
     body: Bytes,
@@ -317,6 +327,16 @@ pub(crate) async fn resize(
         Box::pin(async move { ClassStore::set_pool_size(txn, id, new_size).await })
     })
     .await?;
+    let detail = json!({"from": class.pool_size, "to": new_size});
+    state
+        .audit(
+            &caller,
+            source,
+            "class.resize",
+            format!("class:{id}"),
+            detail,
+        )
+        .await;
     Ok(class_job_accepted(id, job_id))
 }
 
@@ -328,6 +348,7 @@ pub(crate) async fn resize(
         (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 pub(crate) async fn delete(
     caller: Caller,
+    source: Source,
     State(state): State<AppState>,
     ClassId(id): ClassId,
 ) -> Result<Response, ApiError> {
@@ -354,6 +375,16 @@ pub(crate) async fn delete(
         Box::pin(async move { ClassStore::set_state(txn, id, class_state::DELETING).await })
     })
     .await?;
+    let detail = json!({"name": class.name});
+    state
+        .audit(
+            &caller,
+            source,
+            "class.delete",
+            format!("class:{id}"),
+            detail,
+        )
+        .await;
     Ok(class_job_accepted(id, job_id))
 }
 
@@ -365,6 +396,7 @@ pub(crate) async fn delete(
         (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 pub(crate) async fn retry_failed(
     caller: Caller,
+    source: Source,
     State(state): State<AppState>,
     ClassId(id): ClassId,
 ) -> Result<Response, ApiError> {
@@ -377,7 +409,17 @@ pub(crate) async fn retry_failed(
         .latest_job(id)
         .await?
         .ok_or_else(|| ApiError::Conflict(format!("class {id} has no deployment to retry")))?;
-    retry_and_publish(&state, job).await?;
+    let out = retry_and_publish(&state, job).await?;
+    let detail = json!({"job_id": job, "requeued": out.requeued.len()});
+    state
+        .audit(
+            &caller,
+            source,
+            "class.retry_failed",
+            format!("class:{id}"),
+            detail,
+        )
+        .await;
     Ok(class_job_accepted(id, Some(job)))
 }
 

@@ -3,18 +3,19 @@
 
 use axum::{
     body::Bytes,
-    extract::{FromRequestParts, Path, State},
+    extract::{FromRequestParts, State},
     http::{request::Parts, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
 use labfleet_clusters::{connection::ConnectionError, ClusterInput, ClusterView};
 use serde::Serialize;
+use serde_json::json;
 
 use crate::{
     auth::Caller,
     error::ApiError,
-    extract::{parse_json, positive_id},
+    extract::{parse_json, path_positive_id, Source},
     state::AppState,
 };
 
@@ -25,11 +26,9 @@ impl<S: Send + Sync> FromRequestParts<S> for DbId {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let raw = Path::<String>::from_request_parts(parts, state)
+        path_positive_id(parts, state, "db_id", "cluster db_id")
             .await
-            .ok()
-            .map(|Path(raw)| raw);
-        positive_id(raw, "db_id", "cluster db_id").map(DbId)
+            .map(DbId)
     }
 }
 
@@ -73,6 +72,7 @@ pub(crate) async fn list(
         (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
 pub(crate) async fn create(
     caller: Caller,
+    source: Source,
     State(state): State<AppState>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -80,6 +80,15 @@ pub(crate) async fn create(
     let input: ClusterInput = parse_json(&body)?;
     let saved = state.clusters.create(input).await?;
     tracing::info!(cluster = %saved.cluster_id, by = %caller.name, "cluster registered");
+    state
+        .audit(
+            &caller,
+            source,
+            "cluster.create",
+            format!("cluster:{}", saved.id),
+            json!({"cluster_id": saved.cluster_id, "name": saved.name, "host": saved.host}),
+        )
+        .await;
     Ok((
         StatusCode::CREATED,
         Json(OneCluster {
@@ -98,6 +107,7 @@ pub(crate) async fn create(
         (status = 422, body = crate::error::ErrorBody)))]
 pub(crate) async fn update(
     caller: Caller,
+    source: Source,
     State(state): State<AppState>,
     DbId(db_id): DbId,
     body: Bytes,
@@ -106,6 +116,15 @@ pub(crate) async fn update(
     let input: ClusterInput = parse_json(&body)?;
     let saved = state.clusters.update(db_id, input).await?;
     tracing::info!(cluster = %saved.cluster_id, by = %caller.name, "cluster updated");
+    state
+        .audit(
+            &caller,
+            source,
+            "cluster.update",
+            format!("cluster:{db_id}"),
+            json!({"cluster_id": saved.cluster_id, "fields": fields_sent(&body)}),
+        )
+        .await;
     Ok(Json(OneCluster {
         ok: true,
         cluster: ClusterView::from(&saved),
@@ -125,12 +144,22 @@ pub(crate) struct Done {
         (status = 409, body = crate::error::ErrorBody)))]
 pub(crate) async fn delete(
     caller: Caller,
+    source: Source,
     State(state): State<AppState>,
     DbId(db_id): DbId,
 ) -> Result<Json<Done>, ApiError> {
     caller.require_admin()?;
     state.clusters.delete(db_id).await?;
     tracing::info!(cluster.db_id = db_id, by = %caller.name, "cluster deleted");
+    state
+        .audit(
+            &caller,
+            source,
+            "cluster.delete",
+            format!("cluster:{db_id}"),
+            json!(null),
+        )
+        .await;
     Ok(Json(Done { ok: true }))
 }
 
@@ -151,27 +180,45 @@ pub(crate) struct TestResult {
         (status = 502, body = crate::error::ErrorBody)))]
 pub(crate) async fn test(
     caller: Caller,
+    source: Source,
     State(state): State<AppState>,
     DbId(db_id): DbId,
 ) -> Result<Json<TestResult>, ApiError> {
     caller.require_admin()?;
     let cluster = state.clusters.get(db_id).await?;
     let secrets = state.clusters.secrets_of(&cluster)?;
+    let target = format!("cluster:{db_id}");
+    let detail = json!({"cluster_id": cluster.cluster_id});
     match labfleet_clusters::test_connection(&cluster, &secrets).await {
-        Ok(report) => Ok(Json(TestResult {
-            ok: true,
-            message: "Connection successful".into(),
-            report,
-        })),
+        Ok(report) => {
+            state
+                .audit(&caller, source, "cluster.test", target, detail)
+                .await;
+            Ok(Json(TestResult {
+                ok: true,
+                message: "Connection successful".into(),
+                report,
+            }))
+        }
         Err(e) => {
             let code = e.code();
             tracing::info!(cluster = %cluster.cluster_id, error = %e, "cluster connection test failed");
+            state
+                .audit_outcome(&caller, source, "cluster.test", target, detail, "failed")
+                .await;
             Err(ApiError::Upstream {
                 message: connection_message(&e),
                 code,
             })
         }
     }
+}
+
+/// The names (never the values) of the fields a request body carries, for the audit log.
+fn fields_sent(body: &[u8]) -> Vec<String> {
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
 }
 
 fn connection_message(e: &ConnectionError) -> String {

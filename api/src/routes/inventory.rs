@@ -14,8 +14,11 @@ use serde::{Deserialize, Serialize};
 use crate::{
     auth::Caller,
     error::ApiError,
-    extract::{parse_json, Query},
-    routes::{clusters::DbId, jobs::submit},
+    extract::{parse_json, Query, Source},
+    routes::{
+        clusters::DbId,
+        jobs::{submit, AuditAs},
+    },
     state::AppState,
 };
 
@@ -49,6 +52,7 @@ fn yes() -> bool {
         (status = 409, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
 pub(crate) async fn sync(
     caller: Caller,
+    source: Source,
     State(state): State<AppState>,
     DbId(db_id): DbId,
     headers: HeaderMap,
@@ -79,7 +83,15 @@ pub(crate) async fn sync(
     let mut request = format!("POST /api/cluster-config/{db_id}/sync\n").into_bytes();
     request.extend_from_slice(&body);
     tracing::info!(cluster = %cluster.cluster_id, by = %caller.name, "inventory sync requested");
-    submit(&state, &caller, &headers, &request, new).await
+    let audit = AuditAs {
+        source,
+        action: "cluster.sync",
+        target: Some(format!("cluster:{db_id}")),
+        detail: serde_json::json!({
+            "cluster_id": cluster.cluster_id, "templates": req.templates, "isos": req.isos,
+        }),
+    };
+    submit(&state, &caller, &headers, &request, new, audit).await
 }
 
 /// Filters of the listings.

@@ -1,5 +1,7 @@
 //! `/api/jobs`: list, show (with progress, timeline and children), create a diagnostic job,
-//! cancel, retry.
+//! cancel, retry. Admins see every job; others only the jobs they created, and someone else's job
+//! is a 404 (not a 403), so job ids do not leak. Cancel and retry: admins, and teachers on their
+//! own jobs.
 
 use std::time::Duration;
 
@@ -12,21 +14,19 @@ use axum::{
 };
 use labfleet_jobs::{
     store::{CreateOutcome, IdempotencyClaim, JobDetail, JobFilter, JobSummary, NewJob},
-    Family, JobSpec, JobStatus,
+    Family, JobSpec, JobStatus, StoreError,
 };
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::{
     auth::Caller,
     error::ApiError,
-    extract::{parse_json, parse_value, JobId, Query},
+    extract::{page_offset, page_size, parse_json, parse_value, JobId, Query, Source},
     state::AppState,
 };
-
-/// Largest page of jobs or children.
-const MAX_PAGE: u64 = 1_000;
 
 /// Filters and paging of `GET /api/jobs`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -57,13 +57,13 @@ pub(crate) struct JobList {
     jobs: Vec<JobSummary>,
 }
 
-/// List jobs, newest first.
+/// List jobs, newest first (non-admins: only their own).
 #[utoipa::path(get, path = "/api/jobs", tag = "jobs", params(ListParams),
     security(("bearer" = [])),
     responses((status = 200, body = JobList), (status = 400, body = crate::error::ErrorBody),
         (status = 401, body = crate::error::ErrorBody)))]
 pub(crate) async fn list(
-    _caller: Caller,
+    caller: Caller,
     State(state): State<AppState>,
     Query(params): Query<ListParams>,
 ) -> Result<Json<JobList>, ApiError> {
@@ -91,7 +91,7 @@ pub(crate) async fn list(
         status,
         kind: params.kind,
         parent,
-        created_by: None,
+        created_by: (!caller.is_admin()).then(|| caller.name.clone()),
         class_id: params.class,
         limit: page_size(params.limit, "limit")?,
         offset: page_offset(params.offset, "offset")?,
@@ -121,13 +121,14 @@ pub(crate) struct JobView {
     job: JobDetail,
 }
 
-/// Show one job: status, attempts, timestamps, error, progress, timeline, a page of children.
+/// Show one job: status, attempts, timestamps, error, progress, timeline, a page of children
+/// (non-admins: only their own; another's job is not found).
 #[utoipa::path(get, path = "/api/jobs/{id}", tag = "jobs", params(("id" = Uuid, Path, description = "Job id"), ShowParams),
     security(("bearer" = [])),
     responses((status = 200, body = JobView), (status = 400, body = crate::error::ErrorBody),
         (status = 401, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
 pub(crate) async fn show(
-    _caller: Caller,
+    caller: Caller,
     State(state): State<AppState>,
     JobId(id): JobId,
     Query(params): Query<ShowParams>,
@@ -141,6 +142,9 @@ pub(crate) async fn show(
             page_offset(params.children_offset, "children_offset")?,
         )
         .await?;
+    if !caller.owns(&job.summary.created_by) {
+        return Err(StoreError::NotFound(id).into());
+    }
     Ok(Json(JobView { ok: true, job }))
 }
 
@@ -177,10 +181,12 @@ pub(crate) struct Accepted {
         (status = 503, body = crate::error::ErrorBody)))]
 pub(crate) async fn create(
     caller: Caller,
+    source: Source,
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    caller.require_admin()?;
     let req: CreateJob = parse_json(&body)?;
     let spec = match req.kind.as_str() {
         "noop" => {
@@ -214,22 +220,41 @@ pub(crate) async fn create(
         max_attempts,
         class_id: None,
     };
-    submit(&state, &caller, &headers, &body, new).await
+    let audit = AuditAs {
+        source,
+        action: "job.create",
+        target: None,
+        detail: json!({"kind": new.spec.kind()}),
+    };
+    submit(&state, &caller, &headers, &body, new, audit).await
+}
+
+/// What `submit` writes to the audit log when it creates the job (a replay writes nothing).
+pub(crate) struct AuditAs<'a> {
+    /// Where the request came from.
+    pub source: Source,
+    /// The action (`job.create`, `cluster.sync`).
+    pub action: &'a str,
+    /// The object acted on; `None`: the job created.
+    pub target: Option<String>,
+    /// Particulars; the job's id is added to an object.
+    pub detail: serde_json::Value,
 }
 
 /// Stores `new` and publishes it, answering 202 + `Location`. With an `Idempotency-Key` the
 /// job is created once per caller and key: a repeat with the same `request` (the bytes that
 /// identify the request: body, and the path where it names the target) returns the same job,
-/// one with another `request` is a 409.
+/// one with another `request` is a 409. A created job is recorded in the audit log as `audit`.
 pub(crate) async fn submit(
     state: &AppState,
     caller: &Caller,
     headers: &HeaderMap,
     request: &[u8],
     new: NewJob,
+    audit: AuditAs<'_>,
 ) -> Result<Response, ApiError> {
     let family = new.spec.family();
-    let job_id = match idempotency_key(headers)? {
+    let (job_id, created) = match idempotency_key(headers)? {
         Some(key) => {
             let claim = IdempotencyClaim {
                 caller: caller.name.clone(),
@@ -239,9 +264,9 @@ pub(crate) async fn submit(
             match state.store.create_idempotent(&new, &claim).await? {
                 CreateOutcome::Created(id) => {
                     publish_soon(state, family, id).await;
-                    id
+                    (id, true)
                 }
-                CreateOutcome::Replayed(id) => id,
+                CreateOutcome::Replayed(id) => (id, false),
                 CreateOutcome::KeyConflict => {
                     return Err(ApiError::Conflict(
                         "this Idempotency-Key was already used with a different request".into(),
@@ -252,9 +277,22 @@ pub(crate) async fn submit(
         None => {
             let id = state.store.create(std::slice::from_ref(&new)).await?[0];
             publish_soon(state, family, id).await;
-            id
+            (id, true)
         }
     };
+    if created {
+        let AuditAs {
+            source,
+            action,
+            target,
+            mut detail,
+        } = audit;
+        if let Some(fields) = detail.as_object_mut() {
+            fields.insert("job_id".into(), json!(job_id));
+        }
+        let target = target.unwrap_or_else(|| format!("job:{job_id}"));
+        state.audit(caller, source, action, target, detail).await;
+    }
     Ok(accepted(job_id))
 }
 
@@ -302,29 +340,14 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Api
     Ok(Some(key.to_string()))
 }
 
-/// Largest offset accepted (beyond any real table, and within the database's integer range).
-const MAX_OFFSET: u64 = 1_000_000_000;
-
-fn page_offset(offset: Option<u64>, field: &str) -> Result<u64, ApiError> {
-    match offset {
-        None => Ok(0),
-        Some(n @ 0..=MAX_OFFSET) => Ok(n),
-        Some(n) => Err(ApiError::invalid(
-            field,
-            format!("{field} must be at most {MAX_OFFSET}, got {n}"),
-        )),
+/// Cancel and retry: admins on any job, teachers on their own (another's is not found),
+/// students never.
+async fn may_control(state: &AppState, caller: &Caller, id: Uuid) -> Result<(), ApiError> {
+    caller.require_teacher()?;
+    if !caller.is_admin() && !caller.owns(&state.store.get_row(id).await?.created_by) {
+        return Err(StoreError::NotFound(id).into());
     }
-}
-
-fn page_size(limit: Option<u64>, field: &str) -> Result<u64, ApiError> {
-    match limit {
-        None => Ok(100),
-        Some(n @ 1..=MAX_PAGE) => Ok(n),
-        Some(n) => Err(ApiError::invalid(
-            field,
-            format!("{field} must be between 1 and {MAX_PAGE}, got {n}"),
-        )),
-    }
+    Ok(())
 }
 
 /// Result of a cancel.
@@ -343,11 +366,22 @@ pub(crate) struct Cancelled {
     responses((status = 200, body = Cancelled), (status = 404, body = crate::error::ErrorBody),
         (status = 409, body = crate::error::ErrorBody)))]
 pub(crate) async fn cancel(
-    _caller: Caller,
+    caller: Caller,
+    source: Source,
     State(state): State<AppState>,
     JobId(id): JobId,
 ) -> Result<Json<Cancelled>, ApiError> {
+    may_control(&state, &caller, id).await?;
     let out = state.store.cancel(id, "cancelled on request").await?;
+    state
+        .audit(
+            &caller,
+            source,
+            "job.cancel",
+            format!("job:{id}"),
+            json!(null),
+        )
+        .await;
     Ok(Json(Cancelled {
         ok: true,
         status: out.status,
@@ -395,11 +429,17 @@ pub(crate) async fn retry_and_publish(
     responses((status = 202, body = Retried), (status = 404, body = crate::error::ErrorBody),
         (status = 409, body = crate::error::ErrorBody)))]
 pub(crate) async fn retry(
-    _caller: Caller,
+    caller: Caller,
+    source: Source,
     State(state): State<AppState>,
     JobId(id): JobId,
 ) -> Result<Response, ApiError> {
+    may_control(&state, &caller, id).await?;
     let out = retry_and_publish(&state, id).await?;
+    let detail = json!({"requeued": out.requeued.len()});
+    state
+        .audit(&caller, source, "job.retry", format!("job:{id}"), detail)
+        .await;
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, format!("/api/jobs/{id}"))],

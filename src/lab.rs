@@ -35,10 +35,6 @@ pub struct Lab {
     pub api_url: String,
     /// An admin token for the API.
     pub admin_token: String,
-    /// The registered cluster's db_id.
-    pub cluster_db_id: i64,
-    /// The process's parts (database, queue, stores).
-    pub parts: Components,
     stop: CancellationToken,
     services: Services,
 }
@@ -86,8 +82,6 @@ impl Lab {
             sim,
             api_url,
             admin_token,
-            cluster_db_id,
-            parts,
             stop,
             services,
         })
@@ -121,7 +115,7 @@ async fn register(parts: &Components, sim: &SimHandle) -> anyhow::Result<i64> {
         token_id: Some(sim.token_id.clone()),
         token_secret: Some(SecretString::from(sim.token_secret.clone())),
         verify_ssl: Some(true),
-        tls_fingerprint: Some(sim.cert_sha256_fingerprint.clone()),
+        tls_fingerprint: sim.cert_sha256_fingerprint.clone(),
         ssh_user: Some("root".into()),
         ssh_port: ssh_port.map(i64::from),
         ssh_password: Some(SecretString::from(sim.ssh_password.clone())),

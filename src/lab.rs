@@ -25,6 +25,10 @@ pub struct LabOptions {
     pub time_scale: f64,
     /// Where the simulator keeps its state (its VMs survive a restart there).
     pub sim_dir: PathBuf,
+    /// Real qcow2 files through `qemu-img` (when installed). Each `qemu-img` run happens inside
+    /// the simulated storage lock on top of the modelled latency, so benchmarks that compare with
+    /// the model's lower bound turn it off.
+    pub real_disks: bool,
 }
 
 /// A running lab.
@@ -47,6 +51,7 @@ impl Lab {
         config.time_scale = options.time_scale;
         config.plain_http = false;
         config.ssh = true;
+        config.use_qemu_img = config.use_qemu_img && options.real_disks;
         let sim = labfleet_sim::start(config)
             .await
             .context("cannot start the simulated cluster")?;

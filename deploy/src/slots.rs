@@ -77,6 +77,10 @@ impl Slots {
     ) -> Result<bool, DbErr> {
         let deadline = Instant::now() + patience;
         loop {
+            // Registered before trying, so a release between the try and the wait is not missed.
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
             if self.try_acquire(wants, holder, ttl).await? {
                 return Ok(true);
             }
@@ -85,9 +89,9 @@ impl Slots {
                 return Ok(false);
             }
             // Woken at once by a release in this process; other processes' releases are seen
-            // by the next poll, jittered so waiters don't poll in step.
-            let poll = Duration::from_millis(rand::thread_rng().gen_range(40..120));
-            let _ = tokio::time::timeout(poll.min(deadline - now), self.released.notified()).await;
+            // by the next poll — rare and jittered, so waiters don't load the database.
+            let poll = Duration::from_millis(rand::thread_rng().gen_range(150..350));
+            let _ = tokio::time::timeout(poll.min(deadline - now), released).await;
         }
     }
 
@@ -107,6 +111,7 @@ impl Slots {
         let backend = self.db.get_database_backend();
         let now = Utc::now();
         let expires = now + ChronoDuration::from_std(ttl).unwrap_or_default();
+        let mut took_any = false;
         for want in &wants {
             let cap = want.cap.max(1) as i32;
             // Already ours (a run of the same job before a crash or a continuation): renew.
@@ -125,6 +130,7 @@ impl Slots {
                 ))
                 .await?;
             if !mine.is_empty() {
+                took_any = true;
                 continue;
             }
             // The outer condition re-checks the row, so two takers of one free slot cannot both
@@ -151,9 +157,13 @@ impl Slots {
                 ))
                 .await?;
             if took.is_empty() {
-                self.release_quietly(holder).await?;
+                // All or nothing: give back what this attempt holds.
+                if took_any {
+                    self.release_quietly(holder).await?;
+                }
                 return Ok(false);
             }
+            took_any = true;
         }
         Ok(true)
     }

@@ -52,6 +52,10 @@ pub struct DeployArgs {
     /// The simulator's latency factor (1 = Proxmox-like latencies).
     #[arg(long, default_value_t = 1.0)]
     time_scale: f64,
+    /// Make real qcow2 files in the simulator (`qemu-img` runs add unmodelled time inside the
+    /// simulated storage lock, which the lower bound does not count).
+    #[arg(long)]
+    real_disks: bool,
     /// Where labfleet keeps its state: embedded (SQLite + in-process queue) or RabbitMQ +
     /// PostgreSQL (a scratch database).
     #[arg(long, value_enum, default_value_t = Setup::Embedded)]
@@ -113,6 +117,7 @@ async fn measure(
             nodes: args.nodes,
             time_scale: args.time_scale,
             sim_dir,
+            real_disks: args.real_disks,
         },
     )
     .await?;
@@ -127,7 +132,9 @@ async fn deploy_and_compare(args: &DeployArgs, lab: &Lab, label: &str) -> anyhow
         .build()?;
     let sim = lab.sim.url.trim_end_matches('/').to_string();
     // Record only this deployment's Proxmox operations.
-    http.delete(format!("{sim}/_sim/lower-bound")).send().await?;
+    http.delete(format!("{sim}/_sim/lower-bound"))
+        .send()
+        .await?;
 
     let started = Instant::now();
     let created: Value = http
@@ -167,6 +174,18 @@ async fn deploy_and_compare(args: &DeployArgs, lab: &Lab, label: &str) -> anyhow
         bail!("the deployment did not succeed: {finished:#}");
     }
 
+    let detail: Value = http
+        .get(format!(
+            "{}/api/jobs/{job}?children_limit=1000",
+            lab.api_url
+        ))
+        .bearer_auth(&lab.admin_token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let timeline = Timeline::of(&detail);
+
     let class: Value = http
         .get(format!("{}/api/classes/{class_id}", lab.api_url))
         .bearer_auth(&lab.admin_token)
@@ -187,7 +206,7 @@ async fn deploy_and_compare(args: &DeployArgs, lab: &Lab, label: &str) -> anyhow
         let url = format!("{sim}/_sim/lower-bound{query}");
         async move {
             let v: Value = http.get(url).send().await?.json().await?;
-            v["seconds"]
+            v["data"]["seconds"]
                 .as_f64()
                 .with_context(|| format!("no lower bound in {v}"))
         }
@@ -227,10 +246,53 @@ async fn deploy_and_compare(args: &DeployArgs, lab: &Lab, label: &str) -> anyhow
         "  ratio wall / lower bound                         {:>9.3}   (target ≤ 1.15)",
         wall / workload
     );
+    if let Some(t) = timeline {
+        println!(
+            "  where the time went: accepted → first VM job started {:.2} s, first → last VM \
+             job finished {:.2} s, last VM job → deployment finished {:.2} s",
+            t.dispatch, t.vms, t.finish
+        );
+    }
     println!("  one-at-a-time loop (seed tool)                   {sequential:>9.2} s");
     println!(
         "  speed-up over the loop                           {:>9.1}×",
         sequential / wall
     );
     Ok(())
+}
+
+/// Where a deployment's wall time went, from its job and its children's timestamps.
+struct Timeline {
+    /// From the deploy job's creation to the first VM job's start (planning, fan-out).
+    dispatch: f64,
+    /// From the first VM job's start to the last one's end.
+    vms: f64,
+    /// From the last VM job's end to the deploy job's end.
+    finish: f64,
+}
+
+impl Timeline {
+    fn of(job: &Value) -> Option<Timeline> {
+        let at = |v: &Value| {
+            v.as_str()
+                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                .map(|t| t.timestamp_micros() as f64 / 1e6)
+        };
+        let created = at(&job["created_at"])?;
+        let finished = at(&job["finished_at"])?;
+        let children = job["children"].as_array()?;
+        let first = children
+            .iter()
+            .filter_map(|c| at(&c["started_at"]))
+            .min_by(f64::total_cmp)?;
+        let last = children
+            .iter()
+            .filter_map(|c| at(&c["finished_at"]))
+            .max_by(f64::total_cmp)?;
+        Some(Timeline {
+            dispatch: first - created,
+            vms: last - first,
+            finish: finished - last,
+        })
+    }
 }

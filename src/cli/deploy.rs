@@ -28,6 +28,7 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 /// How the VMs are made (spelled as the API spells it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 #[value(rename_all = "snake_case")]
+#[allow(clippy::enum_variant_names)] // the API's names: config_clone, linked_clone, full_clone
 pub enum Method {
     /// qcow2 overlays over SSH + a created VM (needs the template on directory or NFS storage).
     ConfigClone,
@@ -135,7 +136,7 @@ pub async fn run(args: DeployArgs) -> ExitCode {
 /// How a deployment went, as far as this client saw it.
 pub enum Deployment {
     /// Its job finished.
-    Finished(Finished),
+    Finished(Box<Finished>),
     /// The user stopped waiting first.
     Interrupted {
         /// The class's deploy job.
@@ -171,9 +172,9 @@ pub async fn deploy(
         expected: Some(u64::from(class.pool_size)),
     };
     match watch(client, accepted.job_id, units, started, stop).await? {
-        Watched::Finished(job) => Ok(Deployment::Finished(
+        Watched::Finished(job) => Ok(Deployment::Finished(Box::new(
             Finished::read(client, job, accepted.class_id, started).await?,
-        )),
+        ))),
         Watched::Interrupted => Ok(Deployment::Interrupted {
             job_id: accepted.job_id,
         }),

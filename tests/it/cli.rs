@@ -315,3 +315,27 @@ async fn demo_deploys_a_class_serves_it_stops_on_sigterm_and_runs_again() {
         assert!(status.success(), "run {run}: {status:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_says_clearly_when_its_address_is_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        labfleet()
+            .args(["demo", "--nodes", "1", "--count", "1", "--time-scale", "0"])
+            .env("LABFLEET_DATA_DIR", dir.path())
+            .env("LABFLEET_BIND", addr.to_string())
+            .output(),
+    )
+    .await
+    .expect("the demo gives up in time")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{addr} is already in use")),
+        "{stderr}"
+    );
+}

@@ -8,7 +8,7 @@ mod lab;
 mod shutdown;
 mod telemetry;
 
-use std::path::PathBuf;
+use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
@@ -48,6 +48,15 @@ enum Command {
     /// API tokens: create (printed once on stdout), revoke.
     #[command(subcommand)]
     Token(cli::access::TokenCommand),
+    /// Deploys a class on a running labfleet with a live progress bar, then prints its VMs.
+    /// Exits 0 when every VM is ready, 1 when any failed, 2 when the request was refused.
+    Deploy(cli::deploy::DeployArgs),
+    /// Jobs on a running labfleet: watch one's progress.
+    #[command(subcommand)]
+    Jobs(cli::jobs::JobsCommand),
+    /// The whole system and a simulated Proxmox cluster in one process: deploys a demo class
+    /// with the progress bar, then keeps serving the API until Ctrl-C.
+    Demo(cli::demo::DemoArgs),
     /// A simulated Proxmox VE cluster (REST, SSH, qcow2 disks, locks, latencies, faults).
     Sim(labfleet_sim::SimArgs),
     /// Benchmarks that print figures and ratios.
@@ -55,7 +64,7 @@ enum Command {
     Bench(bench::BenchCommand),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     // One TLS crypto provider for the whole process: reqwest, lapin and russh may each pull in a
     // rustls backend, and rustls refuses to pick one when several are linked.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -64,29 +73,31 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    // Benchmarks print figures, and the client commands and the demo keep the terminal for the
+    // progress bar and the table: they log only warnings unless RUST_LOG asks for more.
+    let quiet = matches!(
+        cli.command,
+        Command::Bench(_) | Command::Deploy(_) | Command::Jobs(_) | Command::Demo(_)
+    );
     runtime.block_on(async move {
+        telemetry::init(&settings.log, quiet);
+        let done = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
         match cli.command {
-            Command::Bench(cmd) => {
-                telemetry::init(&settings.log, true);
-                bench::run(cmd, settings).await
+            Command::Serve => done(cli::serve::run(settings).await),
+            Command::Api => done(cli::services::api(settings).await),
+            Command::Worker => done(cli::services::worker(settings).await),
+            Command::Scheduler => done(cli::services::scheduler(settings).await),
+            Command::Migrate => done(cli::services::migrate(settings).await),
+            Command::ImportClusters { file } => {
+                done(cli::services::import_clusters(settings, &file).await)
             }
-            command => {
-                telemetry::init(&settings.log, false);
-                match command {
-                    Command::Serve => cli::serve::run(settings).await,
-                    Command::Api => cli::services::api(settings).await,
-                    Command::Worker => cli::services::worker(settings).await,
-                    Command::Scheduler => cli::services::scheduler(settings).await,
-                    Command::Migrate => cli::services::migrate(settings).await,
-                    Command::ImportClusters { file } => {
-                        cli::services::import_clusters(settings, &file).await
-                    }
-                    Command::User(cmd) => cli::access::user(settings, cmd).await,
-                    Command::Token(cmd) => cli::access::token(settings, cmd).await,
-                    Command::Sim(args) => labfleet_sim::run(args).await,
-                    Command::Bench(_) => unreachable!("handled above"),
-                }
-            }
+            Command::User(cmd) => done(cli::access::user(settings, cmd).await),
+            Command::Token(cmd) => done(cli::access::token(settings, cmd).await),
+            Command::Deploy(args) => Ok(cli::deploy::run(args).await),
+            Command::Jobs(cmd) => Ok(cli::jobs::run(cmd).await),
+            Command::Demo(args) => cli::demo::run(args, settings).await,
+            Command::Sim(args) => done(labfleet_sim::run(args).await),
+            Command::Bench(cmd) => done(bench::run(cmd, settings).await),
         }
     })
 }

@@ -275,6 +275,11 @@ impl Default for LogSettings {
     }
 }
 
+/// `LABFLEET_` variables that are not settings: the settings file's own name, and the API
+/// address and token of the command-line client (`labfleet deploy`), which a shell that also
+/// runs `labfleet serve` may well export.
+const NOT_SETTINGS: [&str; 3] = ["LABFLEET_CONFIG", "LABFLEET_SERVER", "LABFLEET_TOKEN"];
+
 /// Why settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
@@ -289,9 +294,8 @@ impl Settings {
         if let Some(path) = file {
             builder = builder.add_source(config::File::from(path).required(true));
         }
-        // LABFLEET_CONFIG names the file itself and is not a setting.
         let env: std::collections::HashMap<String, String> = std::env::vars()
-            .filter(|(k, _)| k.starts_with("LABFLEET_") && k != "LABFLEET_CONFIG")
+            .filter(|(k, _)| k.starts_with("LABFLEET_") && !NOT_SETTINGS.contains(&k.as_str()))
             .collect();
         builder = builder.add_source(
             config::Environment::with_prefix("LABFLEET")

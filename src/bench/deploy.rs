@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use labfleet_jobs::Settings;
 use serde_json::{json, Value};
 
@@ -14,28 +14,10 @@ use super::{
     pipeline::Setup,
     scratch::{use_rabbit_postgres, ScratchPostgres},
 };
-use crate::lab::{Lab, LabOptions};
-
-/// Deployment method to measure.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Method {
-    /// Proxmox linked clones.
-    LinkedClone,
-    /// Proxmox full clones.
-    FullClone,
-    /// qcow2 overlays over SSH + a created VM.
-    ConfigClone,
-}
-
-impl Method {
-    fn api_name(self) -> &'static str {
-        match self {
-            Method::LinkedClone => "linked_clone",
-            Method::FullClone => "full_clone",
-            Method::ConfigClone => "config_clone",
-        }
-    }
-}
+use crate::{
+    cli::deploy::Method,
+    lab::{Lab, LabOptions},
+};
 
 /// Options of `labfleet bench deploy`.
 #[derive(Args, Debug)]

@@ -1,5 +1,11 @@
-//! Subcommands that run parts of the system.
+//! Subcommands: the parts of the system (`serve`, `api`, …, `user`, `token`) and the API's
+//! command-line client (`deploy`, `jobs watch`, `demo`).
 
 pub mod access;
+pub mod client;
+pub mod demo;
+pub mod deploy;
+pub mod jobs;
 pub mod serve;
 pub mod services;
+pub mod watch;

@@ -18,15 +18,18 @@ use crate::harness::{spawn_app_with, Backend, TestApp};
 use crate::inventory::{register, sync, SimApi};
 
 /// A registered, synced simulated cluster (3 nodes, SSH on for config clones).
-struct Lab {
-    app: TestApp,
+pub(crate) struct Lab {
+    pub(crate) app: TestApp,
     _sim: labfleet_sim::SimHandle,
-    api: SimApi,
+    pub(crate) api: SimApi,
     _dir: tempfile::TempDir,
 }
 
 impl Lab {
-    async fn start(backend: Backend, tweak: impl FnOnce(&mut labfleet_jobs::Settings)) -> Lab {
+    pub(crate) async fn start(
+        backend: Backend,
+        tweak: impl FnOnce(&mut labfleet_jobs::Settings),
+    ) -> Lab {
         let dir = tempfile::tempdir().unwrap();
         let mut config = labfleet_sim::SimConfig::for_tests(dir.path());
         config.plain_http = false;
@@ -77,7 +80,18 @@ impl Lab {
             .await
     }
 
-    async fn class(&self, id: i64) -> Value {
+    /// Destroys a template on the simulator after the sync, so labfleet still believes in it.
+    pub(crate) async fn remove_template_behind_our_back(&self, node: &str, vmid: u32) {
+        let upid = self
+            .api
+            .client
+            .qemu_delete(node, vmid, &DestroyParams::default())
+            .await
+            .unwrap();
+        self.api.wait(upid).await;
+    }
+
+    pub(crate) async fn class(&self, id: i64) -> Value {
         let (status, body) = self
             .app
             .call(Method::GET, &format!("/api/classes/{id}"), None)
@@ -110,7 +124,7 @@ impl Lab {
 
     /// Checks that every VM of the class exists once on the simulator where the class says, with
     /// its name, our marker and a MAC of its own; returns the VMs.
-    async fn check_vms_exist(&self, class_id: i64, count: usize) -> Vec<Value> {
+    pub(crate) async fn check_vms_exist(&self, class_id: i64, count: usize) -> Vec<Value> {
         let class = self.class(class_id).await;
         let vms = class["vms"].as_array().unwrap().clone();
         assert_eq!(vms.len(), count, "{class:#}");
@@ -512,13 +526,7 @@ async fn bad_class_requests_get_a_4xx_naming_the_field() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_template_removed_after_the_sync_fails_the_deployment_at_once() {
     let lab = Lab::start(Backend::Embedded, |_| {}).await;
-    let upid = lab
-        .api
-        .client
-        .qemu_delete("pve1", 105, &DestroyParams::default())
-        .await
-        .unwrap();
-    lab.api.wait(upid).await;
+    lab.remove_template_behind_our_back("pve1", 105).await;
     let mut body = class_body("Ghost", "linked_clone", 3);
     body["template_id"] = json!(105);
     let (class_id, job) = lab.create_class(body).await;

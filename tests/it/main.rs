@@ -4,6 +4,7 @@
 //! the real RabbitMQ, and its own API on port 0.
 
 mod access;
+mod cli;
 mod clusters;
 mod deploy;
 mod harness;

@@ -53,6 +53,8 @@ pub async fn run(args: DemoArgs, settings: Settings) -> anyhow::Result<ExitCode>
         nodes: args.nodes,
         time_scale: args.time_scale,
         sim_dir: settings.data_dir.join("sim"),
+        // The demo shows real disk usage: linked clones as qcow2 overlays of the template.
+        real_disks: true,
     };
     println!(
         "starting a simulated Proxmox VE cluster ({} nodes) and labfleet in {}",

@@ -30,10 +30,20 @@ impl Lab {
         backend: Backend,
         tweak: impl FnOnce(&mut labfleet_jobs::Settings),
     ) -> Lab {
+        Self::start_with_sim(backend, tweak, |_| {}).await
+    }
+
+    /// [`Lab::start`] with the simulator's configuration adjusted (latencies, faults).
+    pub(crate) async fn start_with_sim(
+        backend: Backend,
+        tweak: impl FnOnce(&mut labfleet_jobs::Settings),
+        sim_tweak: impl FnOnce(&mut labfleet_sim::SimConfig),
+    ) -> Lab {
         let dir = tempfile::tempdir().unwrap();
         let mut config = labfleet_sim::SimConfig::for_tests(dir.path());
         config.plain_http = false;
         config.ssh = true;
+        sim_tweak(&mut config);
         let sim = labfleet_sim::start(config).await.unwrap();
         let app = spawn_app_with(backend, tweak).await;
         let ssh_port = sim.nodes[0].ssh_addr.unwrap().port();
@@ -57,7 +67,7 @@ impl Lab {
     }
 
     /// `POST /api/classes`; returns (class_id, job_id).
-    async fn create_class(&self, body: Value) -> (i64, Uuid) {
+    pub(crate) async fn create_class(&self, body: Value) -> (i64, Uuid) {
         let (status, resp) = self
             .app
             .call(Method::POST, "/api/classes", Some(body))
@@ -69,7 +79,7 @@ impl Lab {
         )
     }
 
-    async fn wait_finished(&self, job: Uuid, within: Duration) -> Value {
+    pub(crate) async fn wait_finished(&self, job: Uuid, within: Duration) -> Value {
         self.app
             .wait_job(job, within, |j| {
                 matches!(
@@ -101,7 +111,7 @@ impl Lab {
     }
 
     /// Every QEMU guest on the simulator: vmid → (node, name, template).
-    async fn guests(&self) -> BTreeMap<i64, (String, String, bool)> {
+    pub(crate) async fn guests(&self) -> BTreeMap<i64, (String, String, bool)> {
         self.api
             .client
             .cluster_resources(Some(ResourceType::Vm))
@@ -173,7 +183,7 @@ impl Lab {
     }
 }
 
-fn class_body(name: &str, method: &str, count: u32) -> Value {
+pub(crate) fn class_body(name: &str, method: &str, count: u32) -> Value {
     json!({
         "name": name, "description": "Introductory lab", "template_id": 104,
         "pool_size": count, "deployment_method": method,
@@ -703,5 +713,58 @@ async fn a_foreign_vm_on_a_reserved_vmid_is_left_alone() {
     assert!(vms.iter().all(|v| v["vmid"] != 10000), "{vms:?}");
     let guests = lab.guests().await;
     assert_eq!(guests[&10000].1, "not-ours");
+    lab.app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_a_deployment_and_leaves_no_half_made_vm() {
+    let lab = Lab::start_with_sim(Backend::Real, |_| {}, |sim| sim.time_scale = 0.2).await;
+    let (class_id, job) = lab
+        .create_class(class_body("Cancelled", "linked_clone", 20))
+        .await;
+    lab.app
+        .wait_job(job, Duration::from_secs(60), |j| {
+            j["progress"]["succeeded"].as_i64().unwrap_or(0) >= 2
+        })
+        .await;
+    let (status, body) = lab
+        .app
+        .call(Method::POST, &format!("/api/jobs/{job}/cancel"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // The deploy job is cancelled at once; its running VM jobs stop at their next check.
+    let done = lab
+        .app
+        .wait_job(job, Duration::from_secs(60), |j| {
+            j["progress"]["running"] == 0 && j["progress"]["queued"] == 0
+        })
+        .await;
+    assert_eq!(done["status"], "cancelled", "{done:#}");
+    let progress = &done["progress"];
+    assert!(progress["cancelled"].as_i64().unwrap() > 0, "{progress}");
+    assert!(progress["succeeded"].as_i64().unwrap() < 20, "{progress}");
+    // What the class shows as made exists; nothing else does (stopped clones leave nothing).
+    let class = lab.class(class_id).await;
+    let made: BTreeSet<i64> = class["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["state"] == "created")
+        .map(|v| v["vmid"].as_i64().unwrap())
+        .collect();
+    // Tasks stopped on cancel end within a moment; give them that moment.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let clones: BTreeSet<i64> = lab
+        .guests()
+        .await
+        .into_iter()
+        .filter(|(_, (_, _, template))| !template)
+        .map(|(vmid, _)| vmid)
+        .collect();
+    assert_eq!(clones, made, "{class:#}");
+    assert_eq!(
+        class["counts"]["ready"].as_u64().unwrap() as usize,
+        made.len()
+    );
     lab.app.finish().await;
 }

@@ -90,3 +90,59 @@ async fn killing_a_worker_mid_run_loses_and_doubles_nothing() {
     let _ = survivor.wait().await;
     app.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_worker_mid_deploy_leaves_every_vm_exactly_once() {
+    use crate::deploy::{class_body, Lab};
+    // Deployments run only in the two worker processes (the in-process worker syncs the
+    // inventory and nothing else); the simulator is slowed so the kill lands mid-deploy.
+    let lab = Lab::start_with_sim(
+        Backend::Real,
+        |s| s.worker.concurrency.deploy = 0,
+        |sim| sim.time_scale = 0.05,
+    )
+    .await;
+    let mut victim = spawn_worker(&lab.app);
+    let mut survivor = spawn_worker(&lab.app);
+    let (class_id, job) = lab
+        .create_class(class_body("Resilience 101", "linked_clone", 100))
+        .await;
+    lab.app
+        .wait_job(job, Duration::from_secs(60), |j| {
+            j["progress"]["succeeded"].as_i64().unwrap_or(0) >= 10
+        })
+        .await;
+    victim.start_kill().expect("SIGKILL");
+    let _ = victim.wait().await;
+
+    let done = lab.wait_finished(job, Duration::from_secs(120)).await;
+    assert_eq!(done["status"], "succeeded", "{:#}", done["progress"]);
+    assert_eq!(done["progress"]["succeeded"], 100);
+    let (_, children) = lab
+        .app
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/jobs?parent={job}&limit=1000"),
+            None,
+        )
+        .await;
+    assert!(
+        children["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["attempts"].as_i64().unwrap() >= 2),
+        "some VM held by the killed worker must have been taken over"
+    );
+    // Every VM exactly once, on its own VMID, and nothing else: no orphan, no duplicate.
+    let vms = lab.check_vms_exist(class_id, 100).await;
+    let vmids: std::collections::BTreeSet<i64> =
+        vms.iter().map(|v| v["vmid"].as_i64().unwrap()).collect();
+    assert_eq!(vmids.len(), 100);
+    let guests = lab.guests().await;
+    let clones: Vec<_> = guests.iter().filter(|(_, (_, _, t))| !t).collect();
+    assert_eq!(clones.len(), 100, "orphans or duplicates: {clones:?}");
+    survivor.start_kill().unwrap();
+    let _ = survivor.wait().await;
+    lab.app.finish().await;
+}

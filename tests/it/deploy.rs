@@ -768,3 +768,30 @@ async fn cancel_stops_a_deployment_and_leaves_no_half_made_vm() {
     );
     lab.app.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_class_that_asks_for_it_gets_its_vms_running() {
+    let lab = Lab::start(Backend::Embedded, |_| {}).await;
+    let mut body = class_body("Running", "linked_clone", 3);
+    body["start"] = json!(true);
+    let (class_id, job) = lab.create_class(body).await;
+    assert_eq!(
+        lab.wait_finished(job, Duration::from_secs(30)).await["status"],
+        "succeeded"
+    );
+    let vms = lab.check_vms_exist(class_id, 3).await;
+    for vm in &vms {
+        assert_eq!(vm["state"], "running", "{vm}");
+        let status = lab
+            .api
+            .client
+            .qemu_status(
+                vm["node"].as_str().unwrap(),
+                vm["vmid"].as_i64().unwrap() as u32,
+            )
+            .await
+            .unwrap();
+        assert_eq!(status.status, "running", "{vm}");
+    }
+    lab.app.finish().await;
+}

@@ -180,14 +180,7 @@ pub(crate) async fn wait_task(
             .clamp(Duration::from_millis(100), Duration::from_secs(3));
         let waited = tokio::select! {
             r = client.wait_task_polling(upid, chunk, max_poll) => r,
-            _ = ctx.cancel.cancelled() => {
-                // Cancel stops the Proxmox task too where it can (an interrupted clone leaves
-                // nothing behind); failing to stop it is not worth failing the cancel.
-                if let Err(e) = client.task_stop(upid).await {
-                    tracing::warn!(upid = %upid, error = %e, "could not stop the task on cancel");
-                }
-                return Err(JobError::Cancelled);
-            }
+            _ = ctx.cancel.cancelled() => return stop_task(client, upid).await,
         };
         match waited {
             Ok(_) => return Ok(Waited::Done),
@@ -203,6 +196,22 @@ pub(crate) async fn wait_task(
             }
             Err(e) => return Err(pve(e)),
         }
+    }
+}
+
+/// Cancel stops the Proxmox task too where it can (an interrupted clone leaves nothing behind).
+/// A task that finished before the stop reached it did its work: that is reported as done, so
+/// the VM it made is recorded rather than left unaccounted for.
+async fn stop_task(client: &ProxmoxClient, upid: &Upid) -> Result<Waited, JobError> {
+    if let Err(e) = client.task_stop(upid).await {
+        tracing::warn!(upid = %upid, error = %e, "could not stop the task on cancel");
+    }
+    match client
+        .wait_task_polling(upid, Duration::from_secs(10), Duration::from_millis(200))
+        .await
+    {
+        Ok(_) => Ok(Waited::Done),
+        Err(_) => Err(JobError::Cancelled),
     }
 }
 

@@ -154,6 +154,9 @@ impl VmRun<'_> {
                         }
                         continue;
                     }
+                    if self.ctx.cancel.is_cancelled() {
+                        return Err(JobError::Cancelled);
+                    }
                     if !self.take_slots().await? {
                         self.ctx
                             .set_step("waiting for a free storage/node slot")
@@ -205,6 +208,10 @@ impl VmRun<'_> {
                         Ok(Waited::Done) => {
                             self.release_slots().await;
                             self.set_state(vm_state::CREATED, None).await?;
+                            if self.ctx.cancel.is_cancelled() {
+                                // Made before the cancel could stop it: recorded, not started.
+                                return Ok(self.done());
+                            }
                         }
                         Err(JobError::Cancelled) => return Err(JobError::Cancelled),
                         Err(e) => {

@@ -44,6 +44,16 @@ impl Components {
         })
     }
 
+    /// A worker on these parts.
+    pub fn worker(&self) -> labfleet_worker::Worker {
+        labfleet_worker::Worker::new(
+            self.store.clone(),
+            self.publisher.clone(),
+            self.clusters.clone(),
+            (*self.settings).clone(),
+        )
+    }
+
     /// The in-process queue forgets its messages with the process: send every waiting job again.
     pub async fn republish_if_in_process(&self) -> anyhow::Result<()> {
         if self.publisher.queue().is_in_process() {

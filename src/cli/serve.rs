@@ -56,12 +56,7 @@ impl Services {
         .await
         .with_context(|| format!("cannot listen on {}", parts.settings.bind))?;
         let addr = api.local_addr()?;
-        let worker = labfleet_worker::Worker::new(
-            parts.store.clone(),
-            parts.publisher.clone(),
-            parts.clusters.clone(),
-            (*parts.settings).clone(),
-        );
+        let worker = parts.worker();
         parts.republish_if_in_process().await?;
         let api = tokio::spawn(api.run_until_stopped(stop.clone().cancelled_owned()));
         let worker = tokio::spawn(worker.run_until_stopped(stop.clone().cancelled_owned()));

@@ -38,12 +38,7 @@ pub async fn worker(settings: Settings) -> anyhow::Result<()> {
     warn_if_embedded(&settings, "worker");
     let parts = Components::build(settings).await?;
     let stop = shutdown::on_signal();
-    let worker = labfleet_worker::Worker::new(
-        parts.store.clone(),
-        parts.publisher.clone(),
-        parts.clusters.clone(),
-        (*parts.settings).clone(),
-    );
+    let worker = parts.worker();
     parts.republish_if_in_process().await?;
     worker.run_until_stopped(stop.cancelled_owned()).await;
     Ok(())

@@ -795,3 +795,70 @@ async fn a_class_that_asks_for_it_gets_its_vms_running() {
     }
     lab.app.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_vm_that_appears_on_a_planned_vmid_gets_it_quarantined() {
+    use sea_orm::ConnectionTrait;
+    // One storage slot, held by the test: the VM job waits with its VMID planned but unused.
+    let lab = Lab::start(Backend::Real, |s| s.deploy.storage_concurrency = 1).await;
+    let db = lab.app.store.db();
+    let exec = |sql: &'static str| async move {
+        db.execute(sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            sql,
+        ))
+        .await
+        .unwrap();
+    };
+    exec(
+        "INSERT INTO resource_slots (resource, slot, holder, expires_at) \
+         SELECT 'storage:' || id || ':nfs-shared', 0, 'test', now() + interval '1 minute' \
+         FROM clusters",
+    )
+    .await;
+    let (class_id, job) = lab
+        .create_class(class_body("Contested", "linked_clone", 1))
+        .await;
+    let planned = loop {
+        let class = lab.class(class_id).await;
+        if let Some(vmid) = class["vms"][0]["vmid"].as_i64() {
+            break vmid;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Someone else takes that VMID behind labfleet's back.
+    let params = CloneParams::linked(planned as u32)
+        .name("intruder")
+        .target("pve2");
+    let upid = lab
+        .api
+        .client
+        .qemu_clone("pve1", 104, &params)
+        .await
+        .unwrap();
+    lab.api.wait(upid).await;
+    exec("UPDATE resource_slots SET holder = NULL, expires_at = NULL WHERE holder = 'test'").await;
+
+    assert_eq!(
+        lab.wait_finished(job, Duration::from_secs(30)).await["status"],
+        "succeeded"
+    );
+    let vms = lab.check_vms_exist(class_id, 1).await;
+    assert_ne!(vms[0]["vmid"], planned, "{vms:?}");
+    assert_eq!(
+        lab.guests().await[&planned].1,
+        "intruder",
+        "the foreign VM is untouched"
+    );
+    let row = db
+        .query_one(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT state FROM vmid_reservations WHERE vmid = $1",
+            [planned.into()],
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.try_get::<String>("", "state").unwrap(), "quarantined");
+    lab.app.finish().await;
+}

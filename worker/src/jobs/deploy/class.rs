@@ -5,16 +5,11 @@
 use labfleet_deploy::{classes::class_state, classes::vm_state, plan_missing, PlanError};
 use labfleet_jobs::{ClassArgs, ClassVmArgs, JobSpec};
 
-use super::{connect, db, pve, snapshot, template_row};
+use super::{connect, db, load_class, pve, snapshot, template_row};
 use crate::context::{JobContext, JobError, JobOutcome};
 
 pub(crate) async fn run(args: ClassArgs, ctx: JobContext) -> Result<JobOutcome, JobError> {
-    let class = ctx
-        .classes
-        .get(args.class_id)
-        .await
-        .map_err(db)?
-        .ok_or_else(|| JobError::Permanent(format!("class {} does not exist", args.class_id)))?;
+    let class = load_class(&ctx, args.class_id).await?;
     if class.state != class_state::ACTIVE {
         return Err(JobError::Permanent(format!(
             "class {} is {}",

@@ -11,16 +11,11 @@ use labfleet_deploy::{
 use labfleet_jobs::{ClassVmArgs, DestroyClassArgs, JobSpec};
 use labfleet_proxmox::{DestroyParams, StopParams};
 
-use super::{connect, db, inspect, park, pve, run_deadline, wait_task, Found, Waited};
+use super::{connect, db, inspect, load_class, park, pve, run_deadline, wait_task, Found, Waited};
 use crate::context::{JobContext, JobError, JobOutcome};
 
 pub(crate) async fn class(args: DestroyClassArgs, ctx: JobContext) -> Result<JobOutcome, JobError> {
-    let class = ctx
-        .classes
-        .get(args.class_id)
-        .await
-        .map_err(db)?
-        .ok_or_else(|| JobError::Permanent(format!("class {} does not exist", args.class_id)))?;
+    let class = load_class(&ctx, args.class_id).await?;
     // A deployment still winding down (its cancel was asked for) would race the destroy.
     if let Some((job, kind)) = ctx.classes.unfinished_job(class.id).await.map_err(db)? {
         if job != ctx.job_id && kind == "deploy_class" {

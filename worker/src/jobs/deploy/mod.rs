@@ -45,6 +45,18 @@ pub(crate) async fn connect(
     })
 }
 
+/// A class by id; a class that no longer exists fails the job for good.
+pub(crate) async fn load_class(
+    ctx: &JobContext,
+    class_id: i64,
+) -> Result<labfleet_entities::class::Model, JobError> {
+    ctx.classes
+        .get(class_id)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| JobError::Permanent(format!("class {class_id} does not exist")))
+}
+
 /// The synced template row of a cluster, if the inventory has it.
 pub(crate) async fn template_row(
     ctx: &JobContext,

@@ -18,8 +18,8 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::{
-    config_clone::ConfigClone, connect, db, inspect, park, pve, run_deadline, template_row,
-    wait_task, Found, Waited,
+    config_clone::ConfigClone, connect, db, inspect, load_class, park, pve, run_deadline,
+    template_row, wait_task, Found, Waited,
 };
 use crate::context::{JobContext, JobError, JobOutcome};
 
@@ -39,12 +39,7 @@ pub(crate) async fn run(args: ClassVmArgs, ctx: JobContext) -> Result<JobOutcome
         .ok_or_else(|| {
             JobError::Permanent(format!("class VM {} no longer exists", args.class_vm_id))
         })?;
-    let class = ctx
-        .classes
-        .get(vm.class_id)
-        .await
-        .map_err(db)?
-        .ok_or_else(|| JobError::Permanent(format!("class {} does not exist", vm.class_id)))?;
+    let class = load_class(&ctx, vm.class_id).await?;
     if class.state != class_state::ACTIVE {
         return Err(JobError::Permanent(format!(
             "class {} is {}",

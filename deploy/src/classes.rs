@@ -2,7 +2,9 @@
 
 use chrono::Utc;
 use labfleet_entities::{class, class_vm};
-use labfleet_jobs::store::sql;
+use std::collections::HashMap;
+
+use labfleet_jobs::store::{placeholders, sql};
 use sea_orm::{
     sea_query::Expr, ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait,
     DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
@@ -220,6 +222,31 @@ impl ClassStore {
             ))
             .await?;
         row.map(|r| r.try_get("", "id")).transpose()
+    }
+
+    /// The newest job of each of these classes, in one query (for listings).
+    pub async fn latest_jobs(&self, class_ids: &[i64]) -> Result<HashMap<i64, Uuid>, DbErr> {
+        if class_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let values: Vec<sea_orm::Value> = class_ids.iter().map(|id| (*id).into()).collect();
+        let rows = self
+            .db
+            .query_all(sql(
+                self.db.get_database_backend(),
+                &format!(
+                    // Only parents carry a class, a few per class; ids grow with time (UUIDv7).
+                    "SELECT class_id, id FROM jobs WHERE class_id IN ({}) ORDER BY id",
+                    placeholders(class_ids.len())
+                ),
+                values,
+            ))
+            .await?;
+        let mut newest = HashMap::with_capacity(class_ids.len());
+        for r in rows {
+            newest.insert(r.try_get("", "class_id")?, r.try_get("", "id")?);
+        }
+        Ok(newest)
     }
 
     /// Sets a class's state.

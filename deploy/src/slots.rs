@@ -188,23 +188,6 @@ impl Slots {
         Ok(())
     }
 
-    /// How many slots of a resource are held now (for tests and metrics).
-    pub async fn held(&self, resource: &str) -> Result<i64, DbErr> {
-        let row = self
-            .db
-            .query_one(sql(
-                self.db.get_database_backend(),
-                "SELECT COUNT(*) AS n FROM resource_slots \
-                 WHERE resource = ? AND holder IS NOT NULL AND expires_at >= ?",
-                vec![resource.into(), Utc::now().into()],
-            ))
-            .await?;
-        Ok(row
-            .map(|r| r.try_get::<i64>("", "n"))
-            .transpose()?
-            .unwrap_or(0))
-    }
-
     async fn release_quietly(&self, holder: &str) -> Result<(), DbErr> {
         self.db
             .execute(sql(

@@ -110,6 +110,36 @@ impl Lab {
         body
     }
 
+    /// Makes a VM that labfleet does not own: a linked clone of 104 made directly on the simulator.
+    pub(crate) async fn foreign_vm(&self, vmid: u32, name: &str, node: &str) {
+        let params = CloneParams::linked(vmid).name(name).target(node);
+        let upid = self
+            .api
+            .client
+            .qemu_clone("pve1", 104, &params)
+            .await
+            .unwrap();
+        self.api.wait(upid).await;
+    }
+
+    /// Waits until no guest is locked (every clone task, stopped or not, has ended).
+    async fn wait_until_no_guest_is_locked(&self, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let resources = self
+                .api
+                .client
+                .cluster_resources(Some(ResourceType::Vm))
+                .await
+                .unwrap();
+            if resources.iter().all(|r| r.lock.is_none()) {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "guests still locked");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Every QEMU guest on the simulator: vmid → (node, name, template).
     pub(crate) async fn guests(&self) -> BTreeMap<i64, (String, String, bool)> {
         self.api
@@ -328,16 +358,7 @@ async fn placement_follows_load_and_the_templates_storage() {
     let lab = Lab::start(Backend::Embedded, |_| {}).await;
     // Load: pve1 carries 2 guests, pve2 one, pve3 none (the templates do not count).
     for (vmid, node) in [(900, "pve1"), (901, "pve1"), (902, "pve2")] {
-        let params = CloneParams::linked(vmid)
-            .name(format!("other-{vmid}"))
-            .target(node);
-        let upid = lab
-            .api
-            .client
-            .qemu_clone("pve1", 104, &params)
-            .await
-            .unwrap();
-        lab.api.wait(upid).await;
+        lab.foreign_vm(vmid, &format!("other-{vmid}"), node).await;
     }
     let (class_id, job) = lab
         .create_class(class_body("Balanced", "linked_clone", 6))
@@ -692,16 +713,9 @@ both_backends!(resize_and_delete_on, resize_and_delete);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_vm_on_a_reserved_vmid_is_left_alone() {
     let lab = Lab::start(Backend::Embedded, |_| {}).await;
-    // Someone else's VM appears on 10000 — after labfleet looked (a stale plan, a racing
-    // admin). Simulate by reserving nothing: the plan reads the cluster first and skips it.
-    let params = CloneParams::linked(10000).name("not-ours");
-    let upid = lab
-        .api
-        .client
-        .qemu_clone("pve1", 104, &params)
-        .await
-        .unwrap();
-    lab.api.wait(upid).await;
+    // Someone else's VM already sits on 10000, the first id of the range: the plan reads the
+    // cluster before reserving and skips it.
+    lab.foreign_vm(10000, "not-ours", "pve1").await;
     let (class_id, job) = lab
         .create_class(class_body("Careful", "linked_clone", 3))
         .await;
@@ -752,8 +766,9 @@ async fn cancel_stops_a_deployment_and_leaves_no_half_made_vm() {
         .filter(|v| v["state"] == "created")
         .map(|v| v["vmid"].as_i64().unwrap())
         .collect();
-    // Tasks stopped on cancel end within a moment; give them that moment.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Stopped clone tasks clean up as they end: wait for every task to have ended.
+    lab.wait_until_no_guest_is_locked(Duration::from_secs(10))
+        .await;
     let clones: BTreeSet<i64> = lab
         .guests()
         .await
@@ -827,16 +842,7 @@ async fn a_foreign_vm_that_appears_on_a_planned_vmid_gets_it_quarantined() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     // Someone else takes that VMID behind labfleet's back.
-    let params = CloneParams::linked(planned as u32)
-        .name("intruder")
-        .target("pve2");
-    let upid = lab
-        .api
-        .client
-        .qemu_clone("pve1", 104, &params)
-        .await
-        .unwrap();
-    lab.api.wait(upid).await;
+    lab.foreign_vm(planned as u32, "intruder", "pve2").await;
     exec("UPDATE resource_slots SET holder = NULL, expires_at = NULL WHERE holder = 'test'").await;
 
     assert_eq!(

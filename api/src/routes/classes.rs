@@ -231,11 +231,15 @@ pub(crate) async fn list(
         .into_iter()
         .map(|c| (c.id, c.cluster_id))
         .collect();
-    let mut out = Vec::with_capacity(classes.len());
-    for class in classes {
-        let job_id = state.classes.latest_job(class.id).await?;
-        out.push(view(class, &clusters, job_id));
-    }
+    let ids: Vec<i64> = classes.iter().map(|c| c.id).collect();
+    let jobs = state.classes.latest_jobs(&ids).await?;
+    let out = classes
+        .into_iter()
+        .map(|class| {
+            let job_id = jobs.get(&class.id).copied();
+            view(class, &clusters, job_id)
+        })
+        .collect();
     Ok(Json(ClassList {
         ok: true,
         classes: out,

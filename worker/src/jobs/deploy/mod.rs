@@ -12,7 +12,7 @@ use std::{collections::BTreeSet, time::Duration};
 use labfleet_deploy::{placement::NodeLoad, ClusterSnapshot, Marker};
 use labfleet_entities::{cluster, template};
 use labfleet_proxmox::{ClusterResource, ProxmoxClient, ProxmoxError, Upid};
-use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter};
+use sea_orm::DbErr;
 
 use crate::context::{JobContext, JobError, JobOutcome};
 
@@ -63,10 +63,9 @@ pub(crate) async fn template_row(
     cluster_db_id: i64,
     vmid: i64,
 ) -> Result<Option<template::Model>, JobError> {
-    template::Entity::find()
-        .filter(template::Column::ClusterDbId.eq(cluster_db_id))
-        .filter(template::Column::Vmid.eq(vmid))
-        .one(ctx.store.db())
+    ctx.clusters
+        .inventory()
+        .template(cluster_db_id, vmid)
         .await
         .map_err(db)
 }

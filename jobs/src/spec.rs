@@ -67,6 +67,8 @@ pub enum JobSpec {
     DestroyVm(ClassVmArgs),
     /// Refresh a cluster's inventory (nodes, storages, templates, ISOs) from Proxmox.
     SyncCluster(SyncClusterArgs),
+    /// Starts, shuts down, stops or reboots one VM of a class.
+    VmPower(VmPowerArgs),
 }
 
 impl JobSpec {
@@ -79,6 +81,7 @@ impl JobSpec {
             JobSpec::DestroyClass(_) => "destroy_class",
             JobSpec::DestroyVm(_) => "destroy_vm",
             JobSpec::SyncCluster(_) => "sync_cluster",
+            JobSpec::VmPower(_) => "vm_power",
         }
     }
 
@@ -89,6 +92,7 @@ impl JobSpec {
             JobSpec::DeployClass(_) | JobSpec::DeployVm(_) => Family::Deploy,
             JobSpec::DestroyClass(_) | JobSpec::DestroyVm(_) => Family::Vm,
             JobSpec::SyncCluster(_) => Family::Sync,
+            JobSpec::VmPower(_) => Family::Power,
         }
     }
 
@@ -147,6 +151,50 @@ pub struct SyncClusterArgs {
     /// Refresh ISOs (default true).
     #[serde(default = "yes")]
     pub isos: bool,
+}
+
+/// What a power job does to a VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerAction {
+    /// Power on (a running VM is left as it is).
+    Start,
+    /// Ask the guest to shut down (ACPI or agent), and stop it hard when it ignores the request
+    /// past the timeout.
+    Shutdown,
+    /// Stop at once, like pulling the plug.
+    Stop,
+    /// Reboot the guest (a stopped VM is started).
+    Reboot,
+}
+
+impl PowerAction {
+    /// The action's name as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PowerAction::Start => "start",
+            PowerAction::Shutdown => "shutdown",
+            PowerAction::Stop => "stop",
+            PowerAction::Reboot => "reboot",
+        }
+    }
+}
+
+/// Arguments of `vm_power`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmPowerArgs {
+    /// `class_vms.id`.
+    pub class_vm_id: i64,
+    /// What to do.
+    pub action: PowerAction,
+    /// Seconds the guest gets to shut down before it is stopped hard (shutdown only; default
+    /// `power.shutdown_timeout_secs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u32>,
+    /// Why, when the scheduler asked for it (idle auto-shutdown); absent for a user's request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 fn yes() -> bool {

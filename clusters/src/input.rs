@@ -2,7 +2,7 @@
 //! identity and one way to log in; `PUT` changes only the fields it carries (an omitted or empty
 //! secret keeps the stored one, as the seed's settings screen expects).
 
-use labfleet_entities::cluster;
+use labfleet_entities::{cluster, idle};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -97,6 +97,10 @@ pub struct ClusterInput {
     pub vmid_range_start: Option<i64>,
     /// Last VMID labfleet may use on this cluster (default 19999).
     pub vmid_range_end: Option<i64>,
+    /// Idle auto-shutdown: CPU percent under which a VM counts as idle (default: the setting).
+    pub idle_cpu_percent: Option<f64>,
+    /// Idle auto-shutdown: minutes a VM must stay idle (default: the setting).
+    pub idle_minutes: Option<i64>,
 }
 
 /// New secret values to store (`None`: keep what is stored).
@@ -138,6 +142,8 @@ pub struct ClusterFields {
     pub description: Option<String>,
     pub vmid_range_start: i64,
     pub vmid_range_end: i64,
+    pub idle_cpu_percent: Option<f64>,
+    pub idle_minutes: Option<i32>,
 }
 
 impl ClusterInput {
@@ -270,6 +276,16 @@ impl ClusterInput {
                 "must not be below vmid_range_start",
             ));
         }
+        let idle_cpu_percent = match self.idle_cpu_percent {
+            Some(p) => Some(
+                idle::check_cpu_percent(p).map_err(|m| invalid("idle_cpu_percent", m))?,
+            ),
+            None => current.and_then(|c| c.idle_cpu_percent),
+        };
+        let idle_minutes = match self.idle_minutes {
+            Some(m) => Some(idle::check_minutes(m).map_err(|msg| invalid("idle_minutes", msg))?),
+            None => current.and_then(|c| c.idle_minutes),
+        };
         let keep = |v: Option<String>, cur: Option<&Option<String>>| match v {
             Some(s) => Ok(Some(s.trim().to_string()).filter(|s| !s.is_empty())),
             None => Ok(cur.cloned().flatten()),
@@ -337,6 +353,8 @@ impl ClusterInput {
             description,
             vmid_range_start,
             vmid_range_end,
+            idle_cpu_percent,
+            idle_minutes,
         };
         Ok((fields, secrets))
     }

@@ -267,6 +267,8 @@ impl ClusterStore {
             description: Set(f.description.clone()),
             vmid_range_start: Set(f.vmid_range_start),
             vmid_range_end: Set(f.vmid_range_end),
+            idle_cpu_percent: Set(f.idle_cpu_percent),
+            idle_minutes: Set(f.idle_minutes),
             created_at: sea_orm::ActiveValue::NotSet,
             updated_at: sea_orm::ActiveValue::NotSet,
         }

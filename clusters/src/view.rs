@@ -30,6 +30,10 @@ pub struct ClusterView {
     pub description: Option<String>,
     pub vmid_range_start: i64,
     pub vmid_range_end: i64,
+    /// Idle auto-shutdown CPU threshold (percent); absent: the scheduler's default.
+    pub idle_cpu_percent: Option<f64>,
+    /// Idle auto-shutdown window (minutes); absent: the scheduler's default.
+    pub idle_minutes: Option<i32>,
     /// A password is stored.
     pub has_password: bool,
     /// An API token secret is stored.
@@ -69,6 +73,8 @@ impl From<&cluster::Model> for ClusterView {
             description: c.description.clone(),
             vmid_range_start: c.vmid_range_start,
             vmid_range_end: c.vmid_range_end,
+            idle_cpu_percent: c.idle_cpu_percent,
+            idle_minutes: c.idle_minutes,
             has_password: c.password_enc.is_some(),
             has_token_secret: c.token_secret_enc.is_some(),
             has_ssh_password: c.ssh_password_enc.is_some(),

@@ -119,6 +119,7 @@ pub async fn plan_missing(
             error: Set(None),
             job_id: Set(None),
             student: Set(None),
+            keep_running: Set(false),
             created_at: Set(now),
             updated_at: Set(now),
             ..Default::default()

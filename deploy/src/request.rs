@@ -2,7 +2,7 @@
 //! cluster chosen, template found in the synced inventory, node and method checked — so that a
 //! request that cannot work is refused at once, naming the field, before any job exists.
 
-use labfleet_entities::{cluster, cluster_node, template};
+use labfleet_entities::{cluster, cluster_node, idle, template};
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder};
 use serde::Deserialize;
 
@@ -148,23 +148,12 @@ impl ClassRequest {
             })?,
         };
         if let Some(p) = self.idle_cpu_percent {
-            if !(p > 0.0 && p <= 100.0) {
-                return Err(invalid(
-                    "idle_cpu_percent",
-                    "must be above 0 and at most 100",
-                ));
-            }
+            idle::check_cpu_percent(p).map_err(|m| invalid("idle_cpu_percent", m))?;
         }
-        let idle_minutes = match self.idle_minutes {
-            None => None,
-            Some(m) if (1..=10_080).contains(&m) => Some(m as i32),
-            Some(_) => {
-                return Err(invalid(
-                    "idle_minutes",
-                    "must be between 1 and 10080 (a week)",
-                ))
-            }
-        };
+        let idle_minutes = self
+            .idle_minutes
+            .map(|m| idle::check_minutes(m).map_err(|msg| invalid("idle_minutes", msg)))
+            .transpose()?;
         let deployment_node = self
             .deployment_node
             .map(|n| n.trim().to_string())

@@ -27,6 +27,8 @@ pub struct Model {
     pub job_id: Option<Uuid>,
     /// The student it belongs to, once assigned.
     pub student: Option<String>,
+    /// Never shut down for idleness (a teacher's or admin's choice).
+    pub keep_running: bool,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -36,6 +36,10 @@ pub struct Model {
     pub description: Option<String>,
     pub vmid_range_start: i64,
     pub vmid_range_end: i64,
+    /// Idle auto-shutdown threshold (CPU percent) for this cluster's VMs; unset: the setting.
+    pub idle_cpu_percent: Option<f64>,
+    /// Idle auto-shutdown window in minutes for this cluster's VMs; unset: the setting.
+    pub idle_minutes: Option<i32>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod cluster_node;
 pub mod cluster_storage;
 pub mod idempotency_key;
+pub mod idle;
 pub mod iso;
 pub mod job;
 pub mod job_event;

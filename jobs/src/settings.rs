@@ -42,6 +42,8 @@ pub struct Settings {
     pub scheduler: SchedulerSettings,
     /// Class deployments: limits and how hard Proxmox is pushed.
     pub deploy: DeploySettings,
+    /// Power jobs.
+    pub power: PowerSettings,
     /// Logging.
     pub log: LogSettings,
 }
@@ -62,6 +64,7 @@ impl Default for Settings {
             worker: WorkerSettings::default(),
             retry: RetrySettings::default(),
             scheduler: SchedulerSettings::default(),
+            power: PowerSettings::default(),
             deploy: DeploySettings::default(),
             log: LogSettings::default(),
         }
@@ -195,12 +198,32 @@ impl Default for RetrySettings {
     }
 }
 
-/// Recovery sweeps (the rest of the scheduler's work comes with its own settings).
+/// The scheduler: its leader lease and the interval of each tick (0 turns a tick off).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SchedulerSettings {
     /// Time between two recovery sweeps.
     pub sweep_interval_ms: u64,
+    /// How long the leader's lease lasts without renewal; a dead leader is replaced after at
+    /// most this long. The leader renews every third of it.
+    pub lease_ms: u64,
+    /// Time between two template and ISO syncs of each cluster whose toggles allow them.
+    pub inventory_sync_interval_ms: u64,
+    /// Time between two idle sweeps (one `/cluster/resources` read per auto-shutdown cluster).
+    pub idle_sweep_interval_ms: u64,
+    /// CPU use (percent of the VM's cores) under which a VM counts as idle, unless the cluster
+    /// or the class says otherwise.
+    pub idle_cpu_percent: f64,
+    /// How long a VM must stay idle before it is shut down, unless the cluster or the class
+    /// says otherwise.
+    pub idle_minutes: u32,
+    /// Time between two reconciliations (VMs of ours that no row owns, rows whose VM vanished).
+    pub reconcile_interval_ms: u64,
+    /// An orphan (a VM with our marker that no row owns) is destroyed once it has been seen for
+    /// this long, and only when `reconcile_destroy_orphans` is on.
+    pub orphan_grace_secs: u64,
+    /// Destroy orphans past their grace period (off: they are only reported).
+    pub reconcile_destroy_orphans: bool,
     /// A job committed but not confirmed published for this long is published again.
     pub unpublished_grace_ms: u64,
     /// A waiting job whose message should have arrived this long ago is published again
@@ -214,6 +237,30 @@ impl Default for SchedulerSettings {
             sweep_interval_ms: 5_000,
             unpublished_grace_ms: 5_000,
             stale_message_ms: 300_000,
+            lease_ms: 15_000,
+            inventory_sync_interval_ms: 15 * 60_000,
+            idle_sweep_interval_ms: 60_000,
+            idle_cpu_percent: 5.0,
+            idle_minutes: 30,
+            reconcile_interval_ms: 5 * 60_000,
+            orphan_grace_secs: 3_600,
+            reconcile_destroy_orphans: false,
+        }
+    }
+}
+
+/// Power jobs.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PowerSettings {
+    /// Seconds a guest gets to shut down cleanly before it is stopped hard.
+    pub shutdown_timeout_secs: u32,
+}
+
+impl Default for PowerSettings {
+    fn default() -> Self {
+        PowerSettings {
+            shutdown_timeout_secs: 60,
         }
     }
 }

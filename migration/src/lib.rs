@@ -9,6 +9,7 @@ mod m20261123_000003_lease_token;
 mod m20261123_000004_inventory;
 mod m20261123_000006_access;
 mod m20261123_000007_classes;
+mod m20261123_000008_scheduler;
 
 /// The ordered list of labfleet's migrations.
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000004_inventory::Migration),
             Box::new(m20261123_000006_access::Migration),
             Box::new(m20261123_000007_classes::Migration),
+            Box::new(m20261123_000008_scheduler::Migration),
         ]
     }
 }

@@ -54,6 +54,16 @@ impl Components {
         )
     }
 
+    /// A scheduler on these parts.
+    pub fn scheduler(&self) -> labfleet_scheduler::Scheduler {
+        labfleet_scheduler::Scheduler::new(
+            self.settings.clone(),
+            self.store.clone(),
+            self.publisher.clone(),
+            self.clusters.clone(),
+        )
+    }
+
     /// The in-process queue forgets its messages with the process: send every waiting job again.
     pub async fn republish_if_in_process(&self) -> anyhow::Result<()> {
         if self.publisher.queue().is_in_process() {

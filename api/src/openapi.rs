@@ -5,7 +5,7 @@ use utoipa::{
     Modify, OpenApi,
 };
 
-use crate::routes::{audit, classes, clusters, health, inventory, jobs, users};
+use crate::routes::{audit, classes, clusters, health, inventory, jobs, scheduler, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,7 +18,7 @@ use crate::routes::{audit, classes, clusters, health, inventory, jobs, users};
         classes::retry_failed,
         inventory::sync, inventory::templates, inventory::isos,
         users::me, users::list, users::create, users::issue_token, users::list_tokens,
-        users::revoke_token, audit::list,
+        users::revoke_token, audit::list, scheduler::status, scheduler::reconcile,
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&BearerAuth),

@@ -120,6 +120,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/tokens/{id}", delete(routes::users::revoke_token))
         .route("/api/audit", get(routes::audit::list))
+        .route("/api/scheduler", get(routes::scheduler::status))
+        .route("/api/reconcile", get(routes::scheduler::reconcile))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             (

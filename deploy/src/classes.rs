@@ -30,6 +30,8 @@ pub mod vm_state {
     pub const FAILED: &str = "failed";
     /// Being destroyed.
     pub const DELETING: &str = "deleting";
+    /// Made, but its cluster no longer lists it (found by reconciliation).
+    pub const MISSING: &str = "missing";
 }
 
 /// Class states (`classes.state`).

@@ -214,9 +214,9 @@ pub struct SchedulerSettings {
     /// CPU use (percent of the VM's cores) under which a VM counts as idle, unless the cluster
     /// or the class says otherwise.
     pub idle_cpu_percent: f64,
-    /// How long a VM must stay idle before it is shut down, unless the cluster or the class
-    /// says otherwise.
-    pub idle_minutes: u32,
+    /// How long a VM must stay idle before it is shut down, in seconds, unless the cluster or
+    /// the class says otherwise (they say it in minutes).
+    pub idle_window_secs: u64,
     /// Time between two reconciliations (VMs of ours that no row owns, rows whose VM vanished).
     pub reconcile_interval_ms: u64,
     /// An orphan (a VM with our marker that no row owns) is destroyed once it has been seen for
@@ -241,7 +241,7 @@ impl Default for SchedulerSettings {
             inventory_sync_interval_ms: 15 * 60_000,
             idle_sweep_interval_ms: 60_000,
             idle_cpu_percent: 5.0,
-            idle_minutes: 30,
+            idle_window_secs: 30 * 60,
             reconcile_interval_ms: 5 * 60_000,
             orphan_grace_secs: 3_600,
             reconcile_destroy_orphans: false,

@@ -69,6 +69,8 @@ pub enum JobSpec {
     SyncCluster(SyncClusterArgs),
     /// Starts, shuts down, stops or reboots one VM of a class.
     VmPower(VmPowerArgs),
+    /// Destroys a VM that carries our marker but that no class VM owns (found by reconciliation).
+    DestroyOrphan(OrphanArgs),
 }
 
 impl JobSpec {
@@ -82,6 +84,7 @@ impl JobSpec {
             JobSpec::DestroyVm(_) => "destroy_vm",
             JobSpec::SyncCluster(_) => "sync_cluster",
             JobSpec::VmPower(_) => "vm_power",
+            JobSpec::DestroyOrphan(_) => "destroy_orphan",
         }
     }
 
@@ -90,7 +93,9 @@ impl JobSpec {
         match self {
             JobSpec::Noop(args) => args.family.unwrap_or(Family::Diag),
             JobSpec::DeployClass(_) | JobSpec::DeployVm(_) => Family::Deploy,
-            JobSpec::DestroyClass(_) | JobSpec::DestroyVm(_) => Family::Vm,
+            JobSpec::DestroyClass(_) | JobSpec::DestroyVm(_) | JobSpec::DestroyOrphan(_) => {
+                Family::Vm
+            }
             JobSpec::SyncCluster(_) => Family::Sync,
             JobSpec::VmPower(_) => Family::Power,
         }
@@ -151,6 +156,18 @@ pub struct SyncClusterArgs {
     /// Refresh ISOs (default true).
     #[serde(default = "yes")]
     pub isos: bool,
+}
+
+/// Names a VM that reconciliation found carrying our marker with no class VM owning it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrphanArgs {
+    /// The cluster (`clusters.id`).
+    pub cluster_db_id: i64,
+    /// Its VMID.
+    pub vmid: i64,
+    /// The `class_vms.id` its marker names (the VM is destroyed only if it still says so).
+    pub marker_vm_id: i64,
 }
 
 /// What a power job does to a VM.

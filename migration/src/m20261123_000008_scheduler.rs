@@ -132,7 +132,11 @@ impl MigrationTrait for Migration {
                             .string_len(128)
                             .null(),
                     )
-                    .col(ColumnDef::new(SchedulerTicks::LastSeen).big_integer().null())
+                    .col(
+                        ColumnDef::new(SchedulerTicks::LastSeen)
+                            .big_integer()
+                            .null(),
+                    )
                     .col(
                         ColumnDef::new(SchedulerTicks::LastActions)
                             .big_integer()
@@ -195,17 +199,19 @@ impl MigrationTrait for Migration {
                     .col(tz(Orphans::FirstSeenAt))
                     .col(tz(Orphans::LastSeenAt))
                     .col(ColumnDef::new(Orphans::JobId).uuid().null())
-                    .primary_key(
-                        Index::create()
-                            .col(Orphans::ClusterDbId)
-                            .col(Orphans::Vmid),
-                    )
+                    .primary_key(Index::create().col(Orphans::ClusterDbId).col(Orphans::Vmid))
                     .to_owned(),
             )
             .await?;
         for col in [
-            ColumnDef::new(Clusters::IdleCpuPercent).double().null().to_owned(),
-            ColumnDef::new(Clusters::IdleMinutes).integer().null().to_owned(),
+            ColumnDef::new(Clusters::IdleCpuPercent)
+                .double()
+                .null()
+                .to_owned(),
+            ColumnDef::new(Clusters::IdleMinutes)
+                .integer()
+                .null()
+                .to_owned(),
         ] {
             manager
                 .alter_table(

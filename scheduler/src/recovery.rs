@@ -2,7 +2,7 @@
 //! vanished), jobs committed but not published (the broker was down), messages lost in transit,
 //! parents whose completion was missed, and idempotency keys past their window.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use labfleet_jobs::{JobStore, Publisher, Settings, StoreError};
 
@@ -32,7 +32,6 @@ pub async fn sweep_once(
     store: &JobStore,
     publisher: &Publisher,
 ) -> Result<SweepReport, StoreError> {
-    let started = Instant::now();
     let mut report = SweepReport {
         leases_recovered: store.recover_expired_leases().await?.len(),
         ..Default::default()
@@ -47,8 +46,6 @@ pub async fn sweep_once(
     let parents = store.parents_ready_to_finish().await?;
     report.parents_finished = store.finalize_parents(&parents).await?.len();
     report.keys_purged = store.purge_idempotency_keys().await?;
-    metrics::histogram!("labfleet_scheduler_tick_duration_seconds", "tick" => "recovery")
-        .record(started.elapsed().as_secs_f64());
     metrics::counter!("labfleet_scheduler_actions_total", "action" => "lease_recovered")
         .increment(report.leases_recovered as u64);
     metrics::counter!("labfleet_scheduler_actions_total", "action" => "republished")

@@ -1,7 +1,7 @@
 //! `labfleet serve`: API, worker and scheduler in one process. With nothing configured this is
 //! the embedded default (SQLite file, in-process queue).
 
-use std::{net::SocketAddr, sync::Arc};
+use std::net::SocketAddr;
 
 use anyhow::Context;
 use labfleet_jobs::Settings;
@@ -60,17 +60,7 @@ impl Services {
         parts.republish_if_in_process().await?;
         let api = tokio::spawn(api.run_until_stopped(stop.clone().cancelled_owned()));
         let worker = tokio::spawn(worker.run_until_stopped(stop.clone().cancelled_owned()));
-        let settings: Arc<Settings> = parts.settings.clone();
-        let (store, publisher) = (parts.store.clone(), parts.publisher.clone());
-        let scheduler = tokio::spawn(async move {
-            labfleet_scheduler::run_until_stopped(
-                &settings,
-                store,
-                publisher,
-                stop.cancelled_owned(),
-            )
-            .await
-        });
+        let scheduler = tokio::spawn(parts.scheduler().run_until_stopped(stop.cancelled_owned()));
         Ok(Services {
             addr,
             api,

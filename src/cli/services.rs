@@ -48,13 +48,10 @@ pub async fn worker(settings: Settings) -> anyhow::Result<()> {
 pub async fn scheduler(settings: Settings) -> anyhow::Result<()> {
     let parts = Components::build(settings).await?;
     let stop = shutdown::on_signal();
-    labfleet_scheduler::run_until_stopped(
-        &parts.settings,
-        parts.store.clone(),
-        parts.publisher.clone(),
-        stop.cancelled_owned(),
-    )
-    .await;
+    parts
+        .scheduler()
+        .run_until_stopped(stop.cancelled_owned())
+        .await;
     Ok(())
 }
 

@@ -20,6 +20,8 @@ use crate::inventory::{register, sync, SimApi};
 /// A registered, synced simulated cluster (3 nodes, SSH on for config clones).
 pub(crate) struct Lab {
     pub(crate) app: TestApp,
+    /// The simulated cluster's row id.
+    pub(crate) cluster_db_id: i64,
     _sim: labfleet_sim::SimHandle,
     pub(crate) api: SimApi,
     _dir: tempfile::TempDir,
@@ -60,6 +62,7 @@ impl Lab {
         let api = SimApi::new(&sim);
         Lab {
             app,
+            cluster_db_id: db_id,
             _sim: sim,
             api,
             _dir: dir,

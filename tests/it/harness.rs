@@ -41,6 +41,7 @@ pub struct TestApp {
     pub store: JobStore,
     pub settings: Settings,
     pub queue: Queue,
+    pub publisher: labfleet_jobs::Publisher,
     pub database_url: String,
     stop: CancellationToken,
     stop_scheduler: CancellationToken,
@@ -66,6 +67,11 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
     s.scheduler.unpublished_grace_ms = 300;
     // The last-resort heal for a lost message, short enough to act within a test.
     s.scheduler.stale_message_ms = 5_000;
+    // A dead leader is replaced within 1.5 s; periodic Proxmox work only where a test asks.
+    s.scheduler.lease_ms = 1_500;
+    s.scheduler.inventory_sync_interval_ms = 0;
+    s.scheduler.idle_sweep_interval_ms = 0;
+    s.scheduler.reconcile_interval_ms = 0;
     s.worker.lease_secs = 3;
     s.worker.shutdown_grace_secs = 2;
     s.database.acquire_timeout_ms = 1_500;
@@ -134,10 +140,15 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
         worker.run_until_stopped(stop.clone().cancelled_owned()),
     ));
     let stop_scheduler = CancellationToken::new();
-    let (st, pb, s) = (store.clone(), publisher.clone(), stop_scheduler.clone());
-    tasks.push(tokio::spawn(async move {
-        labfleet_scheduler::run_until_stopped(&shared, st, pb, s.cancelled_owned()).await
-    }));
+    let scheduler = labfleet_scheduler::Scheduler::new(
+        shared.clone(),
+        store.clone(),
+        publisher.clone(),
+        clusters.clone(),
+    );
+    tasks.push(tokio::spawn(
+        scheduler.run_until_stopped(stop_scheduler.clone().cancelled_owned()),
+    ));
     TestApp {
         addr,
         clusters,
@@ -145,6 +156,7 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
         store,
         settings,
         queue,
+        publisher,
         database_url,
         stop,
         stop_scheduler,
@@ -228,6 +240,22 @@ impl TestApp {
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    /// Another scheduler replica on this system's parts, named `holder`.
+    pub fn scheduler(&self, holder: &str) -> labfleet_scheduler::Scheduler {
+        labfleet_scheduler::Scheduler::new(
+            Arc::new(self.settings.clone()),
+            self.store.clone(),
+            self.publisher.clone(),
+            self.clusters.clone(),
+        )
+        .with_holder(holder)
+    }
+
+    /// Stops the scheduler the system started with (tests that run their own replicas).
+    pub fn stop_own_scheduler(&self) {
+        self.stop_scheduler.cancel();
     }
 
     pub async fn wait_status(&self, id: Uuid, status: &str, within: Duration) -> Value {

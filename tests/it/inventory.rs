@@ -125,6 +125,27 @@ impl SimApi {
             .unwrap();
         assert!(resp.status().is_success());
     }
+
+    /// Sets a VM's simulated CPU load (0..1 of its cores).
+    pub(crate) async fn set_cpu(&self, vmid: i64, cpu: f64) {
+        let url = self
+            .control
+            .replace("/_sim/faults", &format!("/_sim/vms/{vmid}/cpu"));
+        let resp = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .unwrap()
+            .put(url)
+            .json(&json!({ "cpu": cpu }))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            resp.status().is_success(),
+            "{}",
+            resp.text().await.unwrap_or_default()
+        );
+    }
 }
 
 async fn inventory_follows_the_cluster(backend: Backend) {

@@ -13,3 +13,4 @@ mod jobs_api;
 mod jobs_engine;
 mod outages;
 mod restarts;
+mod scheduler;

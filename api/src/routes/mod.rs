@@ -6,4 +6,5 @@ pub(crate) mod clusters;
 pub(crate) mod health;
 pub(crate) mod inventory;
 pub(crate) mod jobs;
+pub(crate) mod scheduler;
 pub(crate) mod users;

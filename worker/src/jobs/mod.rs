@@ -18,6 +18,7 @@ pub async fn run(spec: JobSpec, ctx: JobContext) -> Result<JobOutcome, JobError>
         JobSpec::DestroyClass(args) => deploy::destroy::class(args, ctx).await,
         JobSpec::DestroyVm(args) => deploy::destroy::vm(args, ctx).await,
         JobSpec::SyncCluster(args) => sync::run(args, ctx).await,
+        JobSpec::DestroyOrphan(args) => deploy::destroy::orphan(args, ctx).await,
         // Replaced by the power handler (issue 6, in progress on its own branch).
         JobSpec::VmPower(_) => Err(JobError::Permanent(
             "vm_power is not handled by this worker build".into(),

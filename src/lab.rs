@@ -103,7 +103,7 @@ impl Lab {
 
 /// Registers the simulator (or updates its registration: its port and secrets change with every
 /// start) as cluster `SIM_CLUSTER`; returns its db_id.
-async fn register(parts: &Components, sim: &SimHandle) -> anyhow::Result<i64> {
+pub(crate) async fn register(parts: &Components, sim: &SimHandle) -> anyhow::Result<i64> {
     let port = sim
         .url
         .rsplit(':')

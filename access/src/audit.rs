@@ -115,27 +115,41 @@ fn redact(value: &mut Value) {
     }
 }
 
+/// The row for an event, its detail redacted.
+fn row(event: NewAuditEvent) -> audit_event::ActiveModel {
+    let detail = event.detail.map(|mut d| {
+        redact(&mut d);
+        d
+    });
+    audit_event::ActiveModel {
+        id: sea_orm::ActiveValue::NotSet,
+        at: Set(Utc::now()),
+        actor: Set(event.actor),
+        actor_role: Set(event.actor_role.as_str().to_string()),
+        action: Set(event.action),
+        target: Set(event.target),
+        detail: Set(detail),
+        source: Set(event.source),
+        outcome: Set(event.outcome),
+    }
+}
+
 impl AccessStore {
     /// Appends an event to the audit log.
     pub async fn record(&self, event: NewAuditEvent) -> Result<(), DbErr> {
-        let detail = event.detail.map(|mut d| {
-            redact(&mut d);
-            d
-        });
-        audit_event::ActiveModel {
-            id: sea_orm::ActiveValue::NotSet,
-            at: Set(Utc::now()),
-            actor: Set(event.actor),
-            actor_role: Set(event.actor_role.as_str().to_string()),
-            action: Set(event.action),
-            target: Set(event.target),
-            detail: Set(detail),
-            source: Set(event.source),
-            outcome: Set(event.outcome),
+        row(event).insert(&self.db).await.map(|_| ())
+    }
+
+    /// Appends many events (a scheduler sweep's), a few hundred per statement.
+    pub async fn record_all(&self, events: Vec<NewAuditEvent>) -> Result<(), DbErr> {
+        let mut events = events.into_iter().peekable();
+        while events.peek().is_some() {
+            let chunk: Vec<_> = events.by_ref().take(500).map(row).collect();
+            audit_event::Entity::insert_many(chunk)
+                .exec(&self.db)
+                .await?;
         }
-        .insert(&self.db)
-        .await
-        .map(|_| ())
+        Ok(())
     }
 
     /// Audit events matching `filter`, newest first.

@@ -290,10 +290,10 @@ async fn sweep_cluster(
             changed.push((vm.class_vm_id, after, None));
         }
     }
-    for (class_vm_id, limits, history) in to_stop {
-        let job_id = shut_down(s, c, class_vm_id, limits, &history).await?;
+    for ((class_vm_id, _, history), job_id) in to_stop.iter().zip(shut_down(s, c, &to_stop).await?)
+    {
         report.shutdowns += 1;
-        changed.push((class_vm_id, history, Some((job_id, now))));
+        changed.push((*class_vm_id, history.clone(), Some((job_id, now))));
     }
     save_history(s, &changed, now).await?;
     mark_swept(s, c.id, now).await?;
@@ -435,48 +435,59 @@ async fn save_history(
     Ok(())
 }
 
-/// Creates the shutdown job (published at once) and its audit event.
+/// Creates the shutdown jobs (in one transaction, published at once) and their audit events;
+/// returns the job ids in the order of `vms`.
 async fn shut_down(
     s: &Scheduler,
     c: &cluster::Model,
-    class_vm_id: i64,
-    limits: Thresholds,
-    history: &History,
-) -> Result<Uuid, DbErr> {
-    let minutes = limits.window.num_seconds() as f64 / 60.0;
-    let reason = format!(
-        "idle: CPU under {}% for {minutes:.1} min (since {})",
-        limits.cpu_percent,
-        history
-            .idle_since
-            .map(|t| t.to_rfc3339())
-            .unwrap_or_default()
-    );
-    let spec = JobSpec::VmPower(VmPowerArgs {
-        class_vm_id,
-        action: PowerAction::Shutdown,
-        timeout_secs: None,
-        reason: Some(reason.clone()),
-    });
-    let ids = s
-        .store
-        .create(&[NewJob {
-            spec,
+    vms: &[(i64, Thresholds, History)],
+) -> Result<Vec<Uuid>, DbErr> {
+    if vms.is_empty() {
+        return Ok(Vec::new());
+    }
+    let reasons: Vec<String> = vms
+        .iter()
+        .map(|(_, limits, history)| {
+            let minutes = limits.window.num_seconds() as f64 / 60.0;
+            format!(
+                "idle: CPU under {}% for {minutes:.1} min (since {})",
+                limits.cpu_percent,
+                history
+                    .idle_since
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    let jobs: Vec<NewJob> = vms
+        .iter()
+        .zip(&reasons)
+        .map(|((class_vm_id, _, _), reason)| NewJob {
+            spec: JobSpec::VmPower(VmPowerArgs {
+                class_vm_id: *class_vm_id,
+                action: PowerAction::Shutdown,
+                timeout_secs: None,
+                reason: Some(reason.clone()),
+            }),
             parent_id: None,
             created_by: "scheduler".into(),
             max_attempts: s.settings.retry.max_attempts,
             class_id: None,
-        }])
+        })
+        .collect();
+    let ids = s
+        .store
+        .create(&jobs)
         .await
         .map_err(|e| DbErr::Custom(e.to_string()))?;
-    // A lost publish is healed by the recovery sweep (the job is committed).
+    // A lost publish is healed by the recovery sweep (the jobs are committed).
     if let Err(e) = s.publisher.publish(Family::Power, &ids).await {
-        tracing::warn!(error = %e, "shutdown job stored but not published yet");
+        tracing::warn!(error = %e, "shutdown jobs stored but not published yet");
     }
-    let job_id = ids.first().copied().unwrap_or_default();
-    tracing::info!(cluster = %c.cluster_id, class_vm_id, %job_id, %reason, "idle VM: shutting down");
-    AccessStore::new(s.store.db().clone())
-        .record(NewAuditEvent {
+    let mut events = Vec::with_capacity(ids.len());
+    for (((class_vm_id, _, _), reason), job_id) in vms.iter().zip(reasons).zip(&ids) {
+        tracing::info!(cluster = %c.cluster_id, class_vm_id, %job_id, %reason, "idle VM: shutting down");
+        events.push(NewAuditEvent {
             actor: "scheduler".into(),
             actor_role: Role::Admin,
             action: "vm.auto_shutdown".into(),
@@ -486,9 +497,12 @@ async fn shut_down(
             })),
             source: "scheduler".into(),
             outcome: Some("succeeded".into()),
-        })
+        });
+    }
+    AccessStore::new(s.store.db().clone())
+        .record_all(events)
         .await?;
-    Ok(job_id)
+    Ok(ids)
 }
 
 #[cfg(test)]

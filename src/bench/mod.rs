@@ -2,6 +2,7 @@
 
 mod api;
 mod deploy;
+mod idle;
 mod pipeline;
 mod scratch;
 
@@ -17,6 +18,8 @@ pub enum BenchCommand {
     Api(api::ApiArgs),
     /// A class deployment against the simulator, against its critical-path lower bound.
     Deploy(deploy::DeployArgs),
+    /// The idle auto-shutdown sweep over many VMs: labfleet's time and Proxmox requests per sweep.
+    IdleSweep(idle::IdleArgs),
 }
 
 /// Runs one benchmark.
@@ -25,5 +28,6 @@ pub async fn run(cmd: BenchCommand, settings: Settings) -> anyhow::Result<()> {
         BenchCommand::Pipeline(args) => pipeline::run(args, settings).await,
         BenchCommand::Api(args) => api::run(args, settings).await,
         BenchCommand::Deploy(args) => deploy::run(args, settings).await,
+        BenchCommand::IdleSweep(args) => idle::run(args, settings).await,
     }
 }

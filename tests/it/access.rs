@@ -52,6 +52,8 @@ const ROUTES: &[(&str, &str, Access)] = &[
     ("POST", "/api/users/{id}/tokens", Admin),
     ("DELETE", "/api/tokens/{id}", Admin),
     ("GET", "/api/audit", Admin),
+    ("GET", "/api/scheduler", Admin),
+    ("GET", "/api/reconcile", Admin),
     ("GET", "/api/classes", Teacher),
     ("POST", "/api/classes", Teacher),
     ("GET", "/api/classes/{id}", Teacher),

@@ -172,6 +172,16 @@ async fn bad_cluster_input_gets_a_4xx_naming_the_field() {
             "priority",
         ),
         (
+            cluster_body("c1", 8006, json!({"password": "x", "idle_cpu_percent": 0})),
+            422,
+            "idle_cpu_percent",
+        ),
+        (
+            cluster_body("c1", 8006, json!({"password": "x", "idle_minutes": 10081})),
+            422,
+            "idle_minutes",
+        ),
+        (
             cluster_body(
                 "c1",
                 8006,

@@ -241,16 +241,17 @@ async fn running(lab: &Lab) -> std::collections::BTreeMap<i64, bool> {
         .collect()
 }
 
-async fn set_auto_shutdown(lab: &Lab, on: bool) {
+async fn set_cluster(lab: &Lab, body: Value) -> Value {
     let (code, resp) = lab
         .app
         .call(
             Method::PUT,
             &format!("/api/cluster-config/{}", lab.cluster_db_id),
-            Some(json!({ "auto_shutdown_enabled": on })),
+            Some(body),
         )
         .await;
     assert_eq!(code, 200, "{resp}");
+    resp
 }
 
 /// Deploys a started class; returns its VMs (id, vmid).
@@ -307,15 +308,21 @@ async fn idle_shutdown_touches_only_idle_managed_vms(backend: Backend) {
         .await
         .unwrap();
     lab.api.wait(upid).await;
+    // 8%: busy by the default threshold (5%), idle by this cluster's own (10%).
     for vmid in [idle.1, busy.1, flagged.1, 19_990] {
-        lab.api.set_cpu(vmid, 0.01).await;
+        lab.api.set_cpu(vmid, 0.08).await;
     }
 
     // Auto-shutdown off: nothing happens however long they idle.
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(running(&lab).await.values().filter(|r| **r).count() >= 4);
 
-    set_auto_shutdown(&lab, true).await;
+    let resp = set_cluster(
+        &lab,
+        json!({ "auto_shutdown_enabled": true, "idle_cpu_percent": 10 }),
+    )
+    .await;
+    assert_eq!(resp["cluster"]["idle_cpu_percent"], 10.0, "{resp}");
     let enabled = Instant::now();
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     lab.api.set_cpu(busy.1, 0.6).await; // becomes busy inside its window
@@ -340,7 +347,7 @@ async fn idle_shutdown_touches_only_idle_managed_vms(backend: Backend) {
     assert!(events[0]["detail"]["reason"]
         .as_str()
         .unwrap()
-        .starts_with("idle: CPU under 5%"));
+        .starts_with("idle: CPU under 10%"));
     let jobs = scalar_rows(&lab.app, "SELECT status FROM jobs WHERE kind = 'vm_power'").await;
     assert_eq!(jobs.len(), 1);
     let s = status(&lab.app).await;
@@ -358,7 +365,7 @@ async fn a_scheduler_restart_in_the_middle_of_an_idle_window_loses_no_history() 
         s.power.shutdown_timeout_secs = 2;
     })
     .await;
-    set_auto_shutdown(&lab, true).await;
+    set_cluster(&lab, json!({ "auto_shutdown_enabled": true })).await;
     let vms = started_class(&lab, "Restart lab", 1).await;
     let (id, vmid) = vms[0];
     lab.api.set_cpu(vmid, 0.0).await;

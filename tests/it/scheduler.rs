@@ -149,6 +149,74 @@ async fn three_replicas_run_each_tick_once_and_a_dead_leader_is_replaced() {
     lab.app.finish().await;
 }
 
+fn spawn_scheduler_process(app: &TestApp) -> tokio::process::Child {
+    use secrecy::ExposeSecret;
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_labfleet"))
+        .arg("scheduler")
+        .env("DATABASE_URL", &app.database_url)
+        .env("AMQP_URL", crate::harness::AMQP_URL)
+        .env("LABFLEET_QUEUE_PREFIX", &app.settings.queue_prefix)
+        .env("LABFLEET_QUEUE_EXPIRES_MS", "120000")
+        .env("LABFLEET_SCHEDULER__LEASE_MS", "1500")
+        .env("LABFLEET_SCHEDULER__INVENTORY_SYNC_INTERVAL_MS", "800")
+        .env("LABFLEET_SCHEDULER__IDLE_SWEEP_INTERVAL_MS", "0")
+        .env("LABFLEET_SCHEDULER__RECONCILE_INTERVAL_MS", "0")
+        .env(
+            "LABFLEET_SECRET_KEY",
+            app.settings.secret_key.as_ref().unwrap().expose_secret(),
+        )
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start a scheduler process")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_scheduler_processes_run_each_tick_once_and_survive_a_kill() {
+    let lab = Lab::start(Backend::Real, |_| {}).await;
+    let app = &lab.app;
+    app.stop_own_scheduler();
+    let mut first = spawn_scheduler_process(app);
+    let mut second = spawn_scheduler_process(app);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let syncs = scheduled_syncs(app).await;
+    assert!(syncs.len() >= 4, "the tick ran too rarely: {syncs:?}");
+    // The leader's name carries its process id: kill -9 that process.
+    let leader = wait_for_leader(app, None, Duration::from_secs(2)).await;
+    let pid_of = |c: &tokio::process::Child| format!("-{}-", c.id().unwrap());
+    let (victim, survivor) = if leader.contains(&pid_of(&first)) {
+        (&mut first, &mut second)
+    } else {
+        assert!(
+            leader.contains(&pid_of(&second)),
+            "leader {leader} is neither process"
+        );
+        (&mut second, &mut first)
+    };
+    victim.start_kill().unwrap();
+    let _ = victim.wait().await;
+    let killed = Instant::now();
+    let next = wait_for_leader(app, Some(&leader), Duration::from_secs(5)).await;
+    assert!(next.contains(&pid_of(survivor)), "{next}");
+    assert!(
+        killed.elapsed() < Duration::from_secs(3),
+        "takeover took {:?}",
+        killed.elapsed()
+    );
+    let before = scheduled_syncs(app).await.len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let syncs = scheduled_syncs(app).await;
+    assert!(syncs.len() > before, "the survivor does not run the ticks");
+    for pair in syncs.windows(2) {
+        let gap = (pair[1] - pair[0]).num_milliseconds();
+        assert!(gap >= 700, "two runs of one tick {gap} ms apart: {syncs:?}");
+    }
+    survivor.start_kill().unwrap();
+    let _ = survivor.wait().await;
+    lab.app.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn periodic_sync_follows_the_toggles_and_skips_an_unreachable_cluster() {
     let lab = Lab::start(Backend::Embedded, |s| {

@@ -277,9 +277,9 @@ impl ClusterInput {
             ));
         }
         let idle_cpu_percent = match self.idle_cpu_percent {
-            Some(p) => Some(
-                idle::check_cpu_percent(p).map_err(|m| invalid("idle_cpu_percent", m))?,
-            ),
+            Some(p) => {
+                Some(idle::check_cpu_percent(p).map_err(|m| invalid("idle_cpu_percent", m))?)
+            }
             None => current.and_then(|c| c.idle_cpu_percent),
         };
         let idle_minutes = match self.idle_minutes {

@@ -15,8 +15,8 @@ pub use publisher::Publisher;
 pub use queue::{Delivery, Queue, QueueError};
 pub use settings::Settings;
 pub use spec::{
-    ClassArgs, ClassVmArgs, DestroyClassArgs, Family, JobSpec, NoopArgs, PowerAction, SyncClusterArgs,
-    VmPowerArgs,
+    ClassArgs, ClassVmArgs, DestroyClassArgs, Family, JobSpec, NoopArgs, PowerAction,
+    SyncClusterArgs, VmPowerArgs,
 };
 pub use status::JobStatus;
 pub use store::{JobStore, StoreError};

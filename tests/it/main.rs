@@ -12,4 +12,5 @@ mod inventory;
 mod jobs_api;
 mod jobs_engine;
 mod outages;
+mod power;
 mod restarts;

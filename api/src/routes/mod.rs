@@ -7,3 +7,4 @@ pub(crate) mod health;
 pub(crate) mod inventory;
 pub(crate) mod jobs;
 pub(crate) mod users;
+pub(crate) mod vms;

@@ -146,7 +146,7 @@ async fn start_shutdown_stop_and_reboot_change_the_vm_on_the_cluster(backend: Ba
     assert!(again["upid"].is_null(), "no second task: {again}");
 
     // Reboot a running VM: a qmreboot task, still running after.
-    let r = power_ok(&lab, vm, json!({"action": "reboot"})).await;
+    let r = power_ok(&lab, vm, json!({"action": "reboot", "timeout_secs": 30})).await;
     assert_eq!(task_type(&r), "qmreboot", "{r}");
     assert!(sim_running(&lab, vm).await);
 
@@ -623,6 +623,21 @@ async fn bad_power_requests_get_a_4xx_naming_the_field() {
         assert!(resp["error"].as_str().unwrap().contains(state), "{resp}");
     }
     set_state(&lab, id, "created").await;
+
+    // The OpenAPI description documents the bodies as they are (the fuzz checks answers by it).
+    let (_, spec) = lab.app.call(Method::GET, "/api/openapi.json", None).await;
+    let schemas = &spec["components"]["schemas"];
+    let vm = schemas["AssignedVm"]["properties"].as_object().unwrap();
+    assert!(
+        vm.contains_key("keep_running") && !vm.contains_key("owner"),
+        "{vm:?}"
+    );
+    let actions = &schemas["Action"]["enum"];
+    assert_eq!(
+        actions,
+        &json!(["start", "shutdown", "stop", "reboot"]),
+        "{schemas:#}"
+    );
     lab.app.finish().await;
 }
 
@@ -677,5 +692,109 @@ async fn a_vm_gone_or_replaced_behind_our_back_is_never_touched() {
         !sim_running(&lab, replaced).await,
         "the foreign VM was not started"
     );
+    lab.app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_shutdown_parks_and_waits_for_the_same_task() {
+    // Runs wait at most 1 s inline; the stubborn guest's shutdown takes 30 s × 0.1 = 3 s.
+    let lab = Lab::start_with_sim(
+        Backend::Embedded,
+        |s| s.deploy.inline_wait_secs = 1,
+        |sim| sim.time_scale = 0.1,
+    )
+    .await;
+    let (_, vms) = deployed_class(&lab, "Patient", 1).await;
+    let vm = &vms[0];
+    power_ok(&lab, vm, json!({"action": "start"})).await;
+    lab.api
+        .set_faults(json!({"ignore_acpi": [vm["vmid"]]}))
+        .await;
+    let job = submit_power(&lab, vm, json!({"action": "shutdown", "timeout_secs": 30})).await;
+    let done = lab.wait_finished(job, Duration::from_secs(30)).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(done["attempts"], 1, "{done:#}");
+    assert!(!sim_running(&lab, vm).await);
+    // It parked on its task and the continuation waited for that same task.
+    let row = lab.app.store.get_row(job).await.unwrap();
+    let checkpoint = row.checkpoint.expect("parked at least once");
+    assert_eq!(checkpoint["upid"], done["result"]["upid"], "{checkpoint}");
+    assert!(task_log(&lab, &done["result"])
+        .await
+        .contains("terminating now"));
+    lab.api.set_faults(json!({})).await;
+    lab.app.finish().await;
+}
+
+/// A `labfleet worker` process on the test's database and broker that runs power jobs only.
+fn spawn_power_worker(app: &TestApp) -> tokio::process::Child {
+    use secrecy::ExposeSecret;
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_labfleet"))
+        .arg("worker")
+        .env("DATABASE_URL", &app.database_url)
+        .env("AMQP_URL", crate::harness::AMQP_URL)
+        .env("LABFLEET_QUEUE_PREFIX", &app.settings.queue_prefix)
+        .env("LABFLEET_QUEUE_EXPIRES_MS", "120000")
+        .env("LABFLEET_WORKER__LEASE_SECS", "3")
+        .env("LABFLEET_RETRY__INITIAL_DELAY_MS", "50")
+        .env(
+            "LABFLEET_SECRET_KEY",
+            app.settings.secret_key.as_ref().unwrap().expose_secret(),
+        )
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start a worker process")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_while_waiting_leaves_the_task_to_the_next_run() {
+    // Power jobs run only in worker processes; the shutdown takes 40 s × 0.1 = 4 s.
+    let lab = Lab::start_with_sim(
+        Backend::Real,
+        |s| s.worker.concurrency.power = 0,
+        |sim| sim.time_scale = 0.1,
+    )
+    .await;
+    let (_, vms) = deployed_class(&lab, "Crash", 1).await;
+    let vm = &vms[0];
+    let vm_id = vm["id"].as_i64().unwrap();
+    let mut victim = spawn_power_worker(&lab.app);
+    power_ok(&lab, vm, json!({"action": "start"})).await;
+    lab.api
+        .set_faults(json!({"ignore_acpi": [vm["vmid"]]}))
+        .await;
+    let job = submit_power(&lab, vm, json!({"action": "shutdown", "timeout_secs": 40})).await;
+    // Kill the worker once it has sent the shutdown and is waiting for it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let upid = loop {
+        let row = labfleet_entities::class_vm::Entity::find_by_id(vm_id)
+            .one(lab.app.store.db())
+            .await
+            .unwrap()
+            .unwrap();
+        if let Some(upid) = row.upid {
+            break upid;
+        }
+        assert!(Instant::now() < deadline, "the shutdown was never sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    victim.start_kill().expect("SIGKILL");
+    let _ = victim.wait().await;
+    let mut survivor = spawn_power_worker(&lab.app);
+
+    let done = lab.wait_finished(job, Duration::from_secs(60)).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(done["attempts"], 2, "taken over after the kill: {done:#}");
+    assert_eq!(
+        done["result"]["upid"], upid,
+        "the second run waited for the first run's task instead of sending another: {done:#}"
+    );
+    assert!(!sim_running(&lab, vm).await);
+    assert_eq!(vm_view(&lab, vm).await["state"], "created");
+    lab.api.set_faults(json!({})).await;
+    survivor.start_kill().unwrap();
+    let _ = survivor.wait().await;
     lab.app.finish().await;
 }

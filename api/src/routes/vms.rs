@@ -13,7 +13,7 @@ use axum::{
 };
 use labfleet_access::Role;
 use labfleet_deploy::{classes::class_state, vms::POWERABLE, AssignedVm, VmScope};
-use labfleet_jobs::{store::NewJob, JobSpec, JobStatus, PowerAction, VmPowerArgs};
+use labfleet_jobs::{store::NewJob, JobSpec, JobStatus, PowerAction, StoreError, VmPowerArgs};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
 
@@ -346,7 +346,11 @@ async fn ensure_powerable(state: &AppState, vm: &AssignedVm) -> Result<(), ApiEr
     }
     let row = state.classes.vm(vm.id).await?;
     if let Some(job) = row.and_then(|r| r.job_id) {
-        let status = state.store.get_row(job).await.ok().map(|j| j.status);
+        let status = match state.store.get_row(job).await {
+            Ok(j) => Some(j.status),
+            Err(StoreError::NotFound(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
         let unfinished = status
             .as_deref()
             .and_then(JobStatus::parse)

@@ -83,6 +83,7 @@ pub(crate) async fn run(args: VmPowerArgs, ctx: JobContext) -> Result<JobOutcome
         vmid: vm.vmid as u32,
         action: args.action,
         timeout,
+        reboot_timeout: args.timeout_secs,
         vm,
     };
     let result = run.drive().await;
@@ -154,6 +155,8 @@ struct PowerRun<'a> {
     vmid: u32,
     action: PowerAction,
     timeout: u32,
+    /// The shutdown half of a reboot waits this long (Proxmox's default when absent).
+    reboot_timeout: Option<u32>,
     vm: class_vm::Model,
 }
 
@@ -258,7 +261,11 @@ impl PowerRun<'_> {
                 self.ctx
                     .set_step(format!("rebooting {vmid} on {node}"))
                     .await;
-                match self.client.qemu_reboot(&node, vmid, None).await {
+                match self
+                    .client
+                    .qemu_reboot(&node, vmid, self.reboot_timeout)
+                    .await
+                {
                     // Stopped between the look and the request.
                     Err(e) if e.to_string().contains("not running") => self.start().await,
                     other => other,

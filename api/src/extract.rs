@@ -22,7 +22,11 @@ pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
+        // serde_json reports some type mismatches (a number where an enum's name belongs) as
+        // syntax errors: only a body that is not JSON at all is malformed.
+        let malformed = (inner.is_syntax() || inner.is_eof())
+            && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err();
+        if malformed {
             ApiError::BadRequest {
                 message: format!("malformed JSON: {inner}"),
                 field: None,

@@ -5,7 +5,7 @@ use utoipa::{
     Modify, OpenApi,
 };
 
-use crate::routes::{audit, classes, clusters, health, inventory, jobs, scheduler, users};
+use crate::routes::{audit, classes, clusters, health, inventory, jobs, scheduler, users, vms};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,6 +19,7 @@ use crate::routes::{audit, classes, clusters, health, inventory, jobs, scheduler
         inventory::sync, inventory::templates, inventory::isos,
         users::me, users::list, users::create, users::issue_token, users::list_tokens,
         users::revoke_token, audit::list, scheduler::status, scheduler::reconcile,
+        vms::list, vms::show, vms::power, vms::update,
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&BearerAuth),
@@ -28,6 +29,7 @@ use crate::routes::{audit, classes, clusters, health, inventory, jobs, scheduler
          (name = "inventory", description = "Nodes, storages, templates and ISOs synced from the clusters"),
          (name = "access", description = "Users and their API tokens (admin), and who am I"),
          (name = "audit", description = "The audit log (admin)"),
+         (name = "vms", description = "Class VMs for their teachers and students: power, assignment"),
          (name = "operations", description = "Health and metrics")),
 )]
 pub(crate) struct ApiDoc;

@@ -7,7 +7,7 @@ use axum::{
     http::{Request, StatusCode},
     middleware,
     response::IntoResponse,
-    routing::{delete, get, post, put},
+    routing::{delete, get, patch, post, put},
     Router,
 };
 use labfleet_access::{AccessStore, Authenticator};
@@ -122,6 +122,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/audit", get(routes::audit::list))
         .route("/api/scheduler", get(routes::scheduler::status))
         .route("/api/reconcile", get(routes::scheduler::reconcile))
+        .route("/api/vms", get(routes::vms::list))
+        .route("/api/vms/{id}", get(routes::vms::show))
+        .route("/api/vms/{id}/power", post(routes::vms::power))
+        .route("/api/classes/{id}/vms/{vm_id}", patch(routes::vms::update))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             (

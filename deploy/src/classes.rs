@@ -73,6 +73,8 @@ pub struct VmView {
     pub job_id: Option<Uuid>,
     /// The student it belongs to.
     pub student: Option<String>,
+    /// Never shut down for idleness (set with `PATCH /api/classes/{id}/vms/{vm_id}`).
+    pub keep_running: bool,
 }
 
 impl ClassStore {
@@ -151,7 +153,7 @@ impl ClassStore {
             .db
             .query_all(sql(
                 self.db.get_database_backend(),
-                "SELECT v.id, v.idx, v.name, v.vmid, v.node, v.state, v.error, v.job_id, v.student, \
+                "SELECT v.id, v.idx, v.name, v.vmid, v.node, v.state, v.error, v.job_id, v.student, v.keep_running, \
                         j.status AS job_status, j.step AS job_step, j.error AS job_error \
                  FROM class_vms v LEFT JOIN jobs j ON j.id = v.job_id \
                  WHERE v.class_id = ? ORDER BY v.idx",
@@ -193,6 +195,7 @@ impl ClassStore {
                 error: error.or(job_error),
                 job_id: r.try_get("", "job_id")?,
                 student: r.try_get("", "student")?,
+                keep_running: r.try_get("", "keep_running")?,
             });
         }
         Ok(out)

@@ -11,6 +11,7 @@ pub mod plan;
 pub mod request;
 pub mod slots;
 pub mod vmids;
+pub mod vms;
 
 pub use classes::{ClassStore, VmChange, VmView};
 pub use marker::Marker;
@@ -18,3 +19,4 @@ pub use method::DeployMethod;
 pub use plan::{plan_missing, ClusterSnapshot, PlanError};
 pub use request::{ClassRequest, NewClass, RequestError};
 pub use slots::{Slots, Want};
+pub use vms::{AssignedVm, VmScope};

@@ -63,6 +63,10 @@ const ROUTES: &[(&str, &str, Access)] = &[
     ("POST", "/api/cluster-config/{db_id}/sync", Admin),
     ("GET", "/api/templates", Admin),
     ("GET", "/api/isos", Admin),
+    ("GET", "/api/vms", AnyRole),
+    ("GET", "/api/vms/{id}", AnyRole),
+    ("POST", "/api/vms/{id}/power", AnyRole),
+    ("PATCH", "/api/classes/{id}/vms/{vm_id}", Teacher),
 ];
 
 /// Sends a request with `token` (or none); returns status and JSON body.

@@ -12,5 +12,6 @@ mod inventory;
 mod jobs_api;
 mod jobs_engine;
 mod outages;
+mod power;
 mod restarts;
 mod scheduler;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use labfleet_clusters::ClusterStore;
 use labfleet_deploy::{ClassStore, Slots};
-use labfleet_jobs::settings::DeploySettings;
+use labfleet_jobs::settings::{DeploySettings, PowerSettings};
 use labfleet_jobs::{store::NewJob, Family, JobSpec, JobStore, Publisher, StoreError};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -78,6 +78,8 @@ pub struct JobContext {
     pub slots: Slots,
     /// Deployment limits and pacing.
     pub deploy: Arc<DeploySettings>,
+    /// Power jobs' defaults.
+    pub power: PowerSettings,
     /// Attempts children get.
     pub max_attempts: u32,
 }

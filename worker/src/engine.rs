@@ -333,6 +333,7 @@ async fn run_claimed(
             classes: s.classes.clone(),
             slots: s.slots.clone(),
             deploy: s.deploy.clone(),
+            power: s.settings.power.clone(),
             max_attempts: s.policy.max_attempts(),
         };
         let timeout = Duration::from_secs(s.settings.worker.handler_timeout_secs.max(1));

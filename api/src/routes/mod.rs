@@ -8,3 +8,4 @@ pub(crate) mod inventory;
 pub(crate) mod jobs;
 pub(crate) mod scheduler;
 pub(crate) mod users;
+pub(crate) mod vms;

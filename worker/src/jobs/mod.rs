@@ -3,6 +3,7 @@
 
 mod deploy;
 mod noop;
+mod power;
 mod sync;
 
 use labfleet_jobs::JobSpec;
@@ -19,9 +20,6 @@ pub async fn run(spec: JobSpec, ctx: JobContext) -> Result<JobOutcome, JobError>
         JobSpec::DestroyVm(args) => deploy::destroy::vm(args, ctx).await,
         JobSpec::SyncCluster(args) => sync::run(args, ctx).await,
         JobSpec::DestroyOrphan(args) => deploy::destroy::orphan(args, ctx).await,
-        // Replaced by the power handler (issue 6, in progress on its own branch).
-        JobSpec::VmPower(_) => Err(JobError::Permanent(
-            "vm_power is not handled by this worker build".into(),
-        )),
+        JobSpec::VmPower(args) => power::run(args, ctx).await,
     }
 }

@@ -99,13 +99,10 @@ async fn three_replicas_run_each_tick_once_and_a_dead_leader_is_replaced() {
         let gap = (pair[1] - pair[0]).num_milliseconds();
         assert!(gap >= 700, "two runs of one tick {gap} ms apart: {syncs:?}");
     }
-    // Every run made one sync job (one more run may have started since the status was read).
+    // A run makes at most one job (none when the previous sync still runs); one more run may
+    // have started since the status was read.
     let runs = tick(&s, "inventory_sync")["runs"].as_i64().unwrap() as usize;
-    assert!(
-        syncs.len() == runs || syncs.len() == runs + 1,
-        "{runs} runs, {} jobs: {s}",
-        syncs.len()
-    );
+    assert!(syncs.len() <= runs + 1, "{runs} runs, {} jobs: {s}", syncs.len());
 
     // Kill the leader without letting it release: another replica takes over within a lease.
     let leader = wait_for_leader(app, None, Duration::from_secs(2)).await;

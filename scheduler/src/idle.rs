@@ -152,8 +152,11 @@ pub struct IdleReport {
     pub shutdowns: u64,
     /// Clusters skipped and why.
     pub skipped: Vec<String>,
-    /// Time spent in labfleet's own work (everything but waiting for Proxmox), in seconds.
+    /// Time spent in labfleet's own work (everything but awaiting Proxmox's answers, whose JSON
+    /// parse counts as waiting), in seconds.
     pub own_seconds: f64,
+    /// Wall time of the sweep, when the caller measured it.
+    pub wall_seconds: f64,
 }
 
 impl IdleReport {

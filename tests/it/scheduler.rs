@@ -559,3 +559,24 @@ async fn reconciliation_marks_missing_vms_and_destroys_only_orphans_when_enabled
     assert_eq!(left, vec![15_001], "{view:#}");
     lab.app.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_missed_sweeps_proxmox_history_confirms_before_a_shutdown() {
+    let lab = Lab::start(Backend::Embedded, |s| {
+        s.scheduler.idle_window_secs = 2;
+    })
+    .await;
+    set_cluster(&lab, json!({ "auto_shutdown_enabled": true })).await;
+    let vms = started_class(&lab, "Gap lab", 1).await;
+    lab.api.set_cpu(vms[0].1, 0.0).await;
+    // Sweeps run by hand here; the allowed gap between two is 3 s (three intervals, at least 1 s).
+    let sweeper = lab.app.scheduler("by-hand");
+    let first = sweeper.idle_sweep_once().await.unwrap();
+    assert_eq!((first.vms, first.requests, first.shutdowns), (1, 1, 0), "{first:?}");
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    // Idle for longer than the window, but nobody looked in between: one rrddata read decides.
+    let second = sweeper.idle_sweep_once().await.unwrap();
+    assert_eq!((second.requests, second.shutdowns), (2, 1), "{second:?}");
+    wait_stopped(&lab, vms[0].1, Duration::from_secs(15)).await;
+    lab.app.finish().await;
+}

@@ -318,6 +318,13 @@ impl ClassStore {
 
     /// Removes a VM's row (after its VM was destroyed).
     pub async fn delete_vm<C: ConnectionTrait>(conn: &C, id: i64) -> Result<(), DbErr> {
+        // Its idle history (the scheduler's) goes with it.
+        conn.execute(sql(
+            conn.get_database_backend(),
+            "DELETE FROM vm_activity WHERE class_vm_id = ?",
+            vec![id.into()],
+        ))
+        .await?;
         class_vm::Entity::delete_by_id(id).exec(conn).await?;
         Ok(())
     }

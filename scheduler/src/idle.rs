@@ -127,6 +127,9 @@ pub fn idle_start_from_samples(
         .map_or(since, |busy_until| busy_until.max(since))
 }
 
+/// A VM's history to write, with the shutdown job just made for it, if any (job, when).
+type HistoryWrite = (i64, History, Option<(Uuid, DateTime<Utc>)>);
+
 /// One row of the sweep's query.
 struct Managed {
     class_vm_id: i64,
@@ -226,7 +229,7 @@ async fn sweep_cluster(
         .filter_map(|r| Some((r.vmid?, r)))
         .collect();
 
-    let mut changed = Vec::new();
+    let mut changed: Vec<HistoryWrite> = Vec::new();
     let mut to_stop = Vec::new();
     for vm in rows {
         let Some(r) = listed.get(&vm.vmid) else {
@@ -401,7 +404,7 @@ async fn mark_swept(s: &Scheduler, cluster_db_id: i64, now: DateTime<Utc>) -> Re
 /// Writes the histories that changed, many rows per statement.
 async fn save_history(
     s: &Scheduler,
-    changed: &[(i64, History, Option<(Uuid, DateTime<Utc>)>)],
+    changed: &[HistoryWrite],
     now: DateTime<Utc>,
 ) -> Result<(), DbErr> {
     let db = s.store.db();

@@ -162,11 +162,7 @@ async fn sweep(
     r.wall_seconds = t.elapsed().as_secs_f64();
     println!(
         "{label:<14} {:>9.3} {:>11.3} {:>9} {:>7} {:>10}",
-        r.wall_seconds,
-        r.own_seconds,
-        r.requests,
-        r.vms,
-        r.shutdowns
+        r.wall_seconds, r.own_seconds, r.requests, r.vms, r.shutdowns
     );
     if !r.skipped.is_empty() {
         println!("  skipped: {}", r.skipped.join("; "));

@@ -102,7 +102,11 @@ async fn three_replicas_run_each_tick_once_and_a_dead_leader_is_replaced() {
     // A run makes at most one job (none when the previous sync still runs); one more run may
     // have started since the status was read.
     let runs = tick(&s, "inventory_sync")["runs"].as_i64().unwrap() as usize;
-    assert!(syncs.len() <= runs + 1, "{runs} runs, {} jobs: {s}", syncs.len());
+    assert!(
+        syncs.len() <= runs + 1,
+        "{runs} runs, {} jobs: {s}",
+        syncs.len()
+    );
 
     // Kill the leader without letting it release: another replica takes over within a lease.
     let leader = wait_for_leader(app, None, Duration::from_secs(2)).await;
@@ -398,9 +402,9 @@ async fn idle_shutdown_touches_only_idle_managed_vms(backend: Backend) {
     );
     tokio::time::sleep(Duration::from_secs(4)).await;
     let now = running(&lab).await;
-    assert_eq!(now[&busy.1], true, "a busy VM was shut down");
-    assert_eq!(now[&flagged.1], true, "a keep-running VM was shut down");
-    assert_eq!(now[&19_990], true, "an unmanaged VM was shut down");
+    assert!(now[&busy.1], "a busy VM was shut down");
+    assert!(now[&flagged.1], "a keep-running VM was shut down");
+    assert!(now[&19_990], "an unmanaged VM was shut down");
 
     let (_, audit) = lab
         .app
@@ -572,7 +576,11 @@ async fn after_missed_sweeps_proxmox_history_confirms_before_a_shutdown() {
     // Sweeps run by hand here; the allowed gap between two is 3 s (three intervals, at least 1 s).
     let sweeper = lab.app.scheduler("by-hand");
     let first = sweeper.idle_sweep_once().await.unwrap();
-    assert_eq!((first.vms, first.requests, first.shutdowns), (1, 1, 0), "{first:?}");
+    assert_eq!(
+        (first.vms, first.requests, first.shutdowns),
+        (1, 1, 0),
+        "{first:?}"
+    );
     tokio::time::sleep(Duration::from_millis(3_500)).await;
     // Idle for longer than the window, but nobody looked in between: one rrddata read decides.
     let second = sweeper.idle_sweep_once().await.unwrap();

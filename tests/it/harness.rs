@@ -242,6 +242,30 @@ impl TestApp {
         }
     }
 
+    /// `labfleet <subcommand>` as a child process on this system's database, broker, queue
+    /// prefix and secret key (quiet, killed when dropped); add settings with `.env(…)`.
+    pub fn labfleet_process(&self, subcommand: &str) -> tokio::process::Command {
+        use secrecy::ExposeSecret;
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_labfleet"));
+        cmd.arg(subcommand)
+            .env("DATABASE_URL", &self.database_url)
+            .env("AMQP_URL", AMQP_URL)
+            .env("LABFLEET_QUEUE_PREFIX", &self.settings.queue_prefix)
+            .env("LABFLEET_QUEUE_EXPIRES_MS", "120000")
+            .env(
+                "LABFLEET_SECRET_KEY",
+                self.settings
+                    .secret_key
+                    .as_ref()
+                    .expect("test settings have a secret key")
+                    .expose_secret(),
+            )
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    }
+
     /// Another scheduler replica on this system's parts, named `holder`.
     pub fn scheduler(&self, holder: &str) -> labfleet_scheduler::Scheduler {
         labfleet_scheduler::Scheduler::new(

@@ -728,22 +728,9 @@ async fn a_long_shutdown_parks_and_waits_for_the_same_task() {
 
 /// A `labfleet worker` process on the test's database and broker that runs power jobs only.
 fn spawn_power_worker(app: &TestApp) -> tokio::process::Child {
-    use secrecy::ExposeSecret;
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_labfleet"))
-        .arg("worker")
-        .env("DATABASE_URL", &app.database_url)
-        .env("AMQP_URL", crate::harness::AMQP_URL)
-        .env("LABFLEET_QUEUE_PREFIX", &app.settings.queue_prefix)
-        .env("LABFLEET_QUEUE_EXPIRES_MS", "120000")
+    app.labfleet_process("worker")
         .env("LABFLEET_WORKER__LEASE_SECS", "3")
         .env("LABFLEET_RETRY__INITIAL_DELAY_MS", "50")
-        .env(
-            "LABFLEET_SECRET_KEY",
-            app.settings.secret_key.as_ref().unwrap().expose_secret(),
-        )
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .expect("start a worker process")
 }

@@ -151,24 +151,11 @@ async fn three_replicas_run_each_tick_once_and_a_dead_leader_is_replaced() {
 }
 
 fn spawn_scheduler_process(app: &TestApp) -> tokio::process::Child {
-    use secrecy::ExposeSecret;
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_labfleet"))
-        .arg("scheduler")
-        .env("DATABASE_URL", &app.database_url)
-        .env("AMQP_URL", crate::harness::AMQP_URL)
-        .env("LABFLEET_QUEUE_PREFIX", &app.settings.queue_prefix)
-        .env("LABFLEET_QUEUE_EXPIRES_MS", "120000")
+    app.labfleet_process("scheduler")
         .env("LABFLEET_SCHEDULER__LEASE_MS", "1500")
         .env("LABFLEET_SCHEDULER__INVENTORY_SYNC_INTERVAL_MS", "800")
         .env("LABFLEET_SCHEDULER__IDLE_SWEEP_INTERVAL_MS", "0")
         .env("LABFLEET_SCHEDULER__RECONCILE_INTERVAL_MS", "0")
-        .env(
-            "LABFLEET_SECRET_KEY",
-            app.settings.secret_key.as_ref().unwrap().expose_secret(),
-        )
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .expect("start a scheduler process")
 }

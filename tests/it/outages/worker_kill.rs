@@ -1,30 +1,17 @@
 //! `kill -9` of a worker process holding jobs: every job still ends exactly once.
 
-use std::{process::Stdio, time::Duration};
+use std::time::Duration;
 
 use sea_orm::ConnectionTrait;
-use secrecy::ExposeSecret;
 use serde_json::json;
 
-use crate::harness::{spawn_app_with, Backend, AMQP_URL};
+use crate::harness::{spawn_app_with, Backend};
 
 fn spawn_worker(app: &crate::harness::TestApp) -> tokio::process::Child {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_labfleet"))
-        .arg("worker")
-        .env("DATABASE_URL", &app.database_url)
-        .env("AMQP_URL", AMQP_URL)
-        .env("LABFLEET_QUEUE_PREFIX", &app.settings.queue_prefix)
-        .env("LABFLEET_QUEUE_EXPIRES_MS", "120000")
+    app.labfleet_process("worker")
         .env("LABFLEET_WORKER__LEASE_SECS", "3")
         .env("LABFLEET_WORKER__CONCURRENCY__DIAG", "8")
         .env("LABFLEET_RETRY__INITIAL_DELAY_MS", "50")
-        .env(
-            "LABFLEET_SECRET_KEY",
-            app.settings.secret_key.as_ref().unwrap().expose_secret(),
-        )
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .expect("start a worker process")
 }

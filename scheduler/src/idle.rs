@@ -315,7 +315,7 @@ async fn managed_vms(s: &Scheduler, c: &cluster::Model) -> Result<Vec<Managed>, 
             db.get_database_backend(),
             "SELECT v.id, v.vmid, v.node, v.keep_running, v.state, \
                     k.idle_cpu_percent, k.idle_minutes, \
-                    a.last_status, a.last_cpu, a.idle_since, a.needs_history, \
+                    a.last_status, a.last_cpu, a.idle_since, a.needs_history, a.shutdown_at, \
                     j.status AS shutdown_status \
              FROM class_vms v JOIN classes k ON k.id = v.class_id \
              LEFT JOIN vm_activity a ON a.class_vm_id = v.id \
@@ -337,26 +337,30 @@ async fn managed_vms(s: &Scheduler, c: &cluster::Model) -> Result<Vec<Managed>, 
             None => None,
         };
         let shutdown_status: Option<String> = r.try_get("", "shutdown_status")?;
+        let shutdown_at: Option<DateTime<Utc>> = r.try_get("", "shutdown_at")?;
         let vmid: i64 = r.try_get("", "vmid")?;
+        let limits = Thresholds::resolve(
+            (
+                r.try_get("", "idle_cpu_percent")?,
+                r.try_get("", "idle_minutes")?,
+            ),
+            (c.idle_cpu_percent, c.idle_minutes),
+            &s.settings.scheduler,
+        );
         out.push(Managed {
             class_vm_id: r.try_get("", "id")?,
             vmid: u32::try_from(vmid).unwrap_or(0),
             node: r.try_get("", "node")?,
             keep_running: r.try_get("", "keep_running")?,
             state: r.try_get("", "state")?,
-            limits: Thresholds::resolve(
-                (
-                    r.try_get("", "idle_cpu_percent")?,
-                    r.try_get("", "idle_minutes")?,
-                ),
-                (c.idle_cpu_percent, c.idle_minutes),
-                &s.settings.scheduler,
-            ),
+            limits,
             history,
+            // One shutdown at a time, and after one that failed, not another within the window
+            // (a VM Proxmox will not stop would otherwise get a job every sweep).
             shutdown_pending: matches!(
                 shutdown_status.as_deref(),
                 Some("queued" | "running" | "retrying")
-            ),
+            ) || shutdown_at.is_some_and(|t| Utc::now() - t < limits.window),
         });
     }
     Ok(out)

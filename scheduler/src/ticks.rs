@@ -176,7 +176,8 @@ pub struct TickStatus {
     pub last_note: Option<String>,
     /// Why the last run failed.
     pub last_error: Option<String>,
-    /// Runs so far (recovery records only the runs that did something, and one a minute).
+    /// Runs so far (recovery records only the runs that did something, and one a minute, so its
+    /// last run and next run are those of the last recorded run).
     pub runs: i64,
 }
 
@@ -215,11 +216,11 @@ pub async fn status(
         stored.insert(name.clone(), r);
     }
     let mut ticks = Vec::new();
-    for (name, every) in intervals(settings) {
+    for (tick_name, every) in intervals(settings) {
         let interval_ms = every.map(|d| d.as_millis() as u64);
-        let tick = match stored.get(name) {
+        let mut tick = match stored.get(tick_name) {
             Some(r) => TickStatus {
-                name: name.into(),
+                name: tick_name.into(),
                 interval_ms,
                 next_run_at: r.try_get("", "next_run_at")?,
                 last_started_at: r.try_get("", "last_started_at")?,
@@ -233,7 +234,7 @@ pub async fn status(
                 runs: r.try_get("", "runs")?,
             },
             None => TickStatus {
-                name: name.into(),
+                name: tick_name.into(),
                 interval_ms,
                 next_run_at: None,
                 last_started_at: None,
@@ -247,6 +248,13 @@ pub async fn status(
                 runs: 0,
             },
         };
+        // Recovery runs unclaimed: its next run follows from its last one.
+        if tick_name == name::RECOVERY {
+            tick.next_run_at = tick
+                .last_started_at
+                .zip(every)
+                .map(|(t, d)| t + chrono::Duration::from_std(d).unwrap_or_default());
+        }
         ticks.push(tick);
     }
     Ok(SchedulerStatus {

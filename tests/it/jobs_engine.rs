@@ -220,6 +220,57 @@ async fn cancel_stops_children(backend: Backend) {
 }
 
 both_backends!(
+    retrying_a_child_reopens_its_finished_parent,
+    retrying_a_child_reopens_its_finished_parent
+);
+async fn retrying_a_child_reopens_its_finished_parent(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let id = app
+        .submit_noop(json!({"children": 2, "child": {"duration_ms": 1_500}}))
+        .await;
+    let job = app
+        .wait_job(id, WITHIN, |j| {
+            j["progress"]["running"].as_i64().unwrap_or(0) == 2
+        })
+        .await;
+    let child: uuid::Uuid = job["children"][0]["id"].as_str().unwrap().parse().unwrap();
+    let (status, body) = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/jobs/{child}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let job = app.wait_status(id, "failed", WITHIN).await;
+    assert_eq!(job["progress"]["cancelled"], 1, "{job:#}");
+    // Retrying the cancelled child alone: the parent waits again and ends with the child's outcome.
+    let (status, body) = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/jobs/{child}/retry"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let parent = app.job(id).await;
+    assert_eq!(parent["status"], "running", "{parent:#}");
+    let job = app.wait_status(id, "succeeded", WITHIN).await;
+    assert_eq!(job["progress"]["succeeded"], 2, "{job:#}");
+    assert!(
+        job["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("reopened"))),
+        "{job:#}"
+    );
+    app.finish().await;
+}
+
+both_backends!(
     retry_reruns_only_failed_children,
     retry_reruns_only_failed_children
 );

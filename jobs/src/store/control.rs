@@ -110,6 +110,7 @@ impl JobStore {
 
     /// Retries a finished job. A job with children re-runs only its failed, dead and cancelled
     /// children and waits for them again; a job without children runs again from attempt 1.
+    /// Finished ancestors of the job wait for their children again.
     pub async fn retry(&self, id: Uuid) -> Result<RetryOutcome, StoreError> {
         let row = self.get_row(id).await?;
         let status = JobStatus::parse(&row.status).unwrap_or(JobStatus::Queued);
@@ -195,6 +196,32 @@ impl JobStore {
             if let Some(f) = Family::parse(&row.family) {
                 requeued.push((f, id));
             }
+        }
+        // A finished parent of a retried child waits for its children again, so the child's new
+        // outcome counts (otherwise the parent would stay failed while its child succeeds).
+        let mut parent = row.parent_id;
+        while let Some(pid) = parent {
+            let reopened = txn
+                .query_one(sql(
+                    backend,
+                    "UPDATE jobs SET status = 'running', error = NULL, finished_at = NULL, \
+                     cancel_requested = ?, next_run_at = NULL, lease_owner = NULL, \
+                     lease_expires_at = NULL, lease_token = NULL, updated_at = ? \
+                     WHERE id = ? AND status IN ('failed', 'dead', 'cancelled') \
+                     RETURNING parent_id, attempts",
+                    vec![false.into(), now.into(), pid.into()],
+                ))
+                .await?;
+            let Some(r) = reopened else { break };
+            let attempts: i32 = r.try_get("", "attempts")?;
+            events.push(event(
+                pid,
+                now,
+                "running",
+                attempts,
+                Some(format!("reopened: child {id} retried on request")),
+            ));
+            parent = r.try_get("", "parent_id")?;
         }
         insert_events(&txn, events).await?;
         txn.commit().await?;

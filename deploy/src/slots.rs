@@ -65,6 +65,24 @@ impl Slots {
         }
     }
 
+    /// Slots held now per resource (`node:<cluster>:<node>`, `storage:…`), across every worker,
+    /// including resources with none held (so a gauge falls back to 0).
+    pub async fn in_use(db: &DatabaseConnection) -> Result<Vec<(String, i64)>, DbErr> {
+        let rows = db
+            .query_all(sql(
+                db.get_database_backend(),
+                "SELECT resource, SUM(CASE WHEN holder IS NOT NULL AND expires_at > ? THEN 1 ELSE 0 END) \
+                 AS held FROM resource_slots GROUP BY resource ORDER BY resource",
+                vec![Utc::now().into()],
+            ))
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push((r.try_get("", "resource")?, r.try_get("", "held")?));
+        }
+        Ok(out)
+    }
+
     /// Takes one slot of every wanted resource for `holder`, or none: waits up to `patience`
     /// for them, then gives up (the caller parks and tries again later rather than holding a
     /// delivery). Returns whether the slots are held.

@@ -280,6 +280,24 @@ async fn linked_clones_deploy_a_class(backend: Backend) {
         .await;
     assert_eq!(status, 200, "{list}");
     assert_eq!(list["jobs"].as_array().unwrap().len(), 21, "{list:#}");
+    // Proxmox tasks in flight per node, from the slots every worker shares: none left held.
+    let metrics = lab
+        .app
+        .http
+        .get(lab.app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for node in ["pve1", "pve2", "pve3"] {
+        let line = format!(
+            "labfleet_proxmox_tasks_in_flight{{resource=\"node:{}:{node}\"}} 0",
+            lab.cluster_db_id
+        );
+        assert!(metrics.contains(&line), "no `{line}` in {metrics}");
+    }
     lab.app.finish().await;
 }
 both_backends!(

@@ -44,6 +44,19 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    // Proxmox tasks in flight per node and storage, across every worker (the slots in the
+    // database); left as last seen when the database does not answer.
+    if let Ok(Ok(slots)) = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        labfleet_deploy::Slots::in_use(state.store.db()),
+    )
+    .await
+    {
+        for (resource, held) in slots {
+            metrics::gauge!("labfleet_proxmox_tasks_in_flight", "resource" => resource)
+                .set(held as f64);
+        }
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,

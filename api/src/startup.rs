@@ -137,13 +137,16 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(middleware::from_fn(telemetry::record))
         .layer(
+            // The fields are evaluated only when the span is enabled (not at `warn`).
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-                let path = req
-                    .extensions()
-                    .get::<axum::extract::MatchedPath>()
-                    .map(|p| p.as_str().to_string())
-                    .unwrap_or_default();
-                tracing::info_span!("request", method = %req.method(), matched_path = %path)
+                tracing::info_span!(
+                    "request",
+                    method = %req.method(),
+                    matched_path = req
+                        .extensions()
+                        .get::<axum::extract::MatchedPath>()
+                        .map_or("", |p| p.as_str())
+                )
             }),
         )
         .layer(CatchPanicLayer::custom(|_| {

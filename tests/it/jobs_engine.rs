@@ -410,3 +410,155 @@ async fn cancelling_a_failing_job_ends_it_cancelled(backend: Backend) {
     assert!(job["finished_at"].is_string());
     app.finish().await;
 }
+
+both_backends!(
+    job_detail_shows_its_rows_exactly,
+    job_detail_shows_its_rows_exactly
+);
+/// `GET /api/jobs/{id}` shows exactly what the rows hold: every field, timestamps in the same
+/// format, children pages at an offset, at most the first 1,000 events, progress counted from
+/// the children (or from the job itself when it has none).
+async fn job_detail_shows_its_rows_exactly(backend: Backend) {
+    use labfleet_entities::job_event;
+    use sea_orm::{ActiveValue::NotSet, EntityTrait, Set};
+
+    let app = spawn_app(backend).await;
+    let finished = |j: &serde_json::Value| {
+        j["status"]
+            .as_str()
+            .and_then(labfleet_jobs::JobStatus::parse)
+            .is_some_and(labfleet_jobs::JobStatus::is_terminal)
+    };
+    let parent = app
+        .submit_noop(json!({"children": 7, "child": {"fail_permanently": true}}))
+        .await;
+    let single = app.submit_noop(json!({"duration_ms": 5})).await;
+    app.wait_job(parent, WITHIN, finished).await;
+    app.wait_job(single, WITHIN, finished).await;
+
+    // More events than a detail shows, with whole seconds, trailing zeros and text to escape.
+    let base = DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap();
+    let extra: Vec<job_event::ActiveModel> = (0..1_005)
+        .map(|i| job_event::ActiveModel {
+            id: NotSet,
+            job_id: Set(parent),
+            at: Set(base + chrono::Duration::microseconds(i * 10)),
+            status: Set("running".into()),
+            attempt: Set(i as i32),
+            message: Set((i % 3 == 0).then(|| format!("say \"hi\" \\ ü {i}\n\t"))),
+        })
+        .collect();
+    for chunk in extra.chunks(200) {
+        job_event::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(app.store.db())
+            .await
+            .unwrap();
+    }
+
+    for (limit, offset) in [(1000, 0), (2, 1), (3, 6), (5, 20)] {
+        let (status, shown) = app
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/jobs/{parent}?children_limit={limit}&children_offset={offset}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{shown}");
+        let expected = expected_detail(&app, parent, limit, offset).await;
+        assert_eq!(shown, expected, "page {limit}@{offset}");
+    }
+    let shown = app.job(parent).await;
+    assert_eq!(shown["events"].as_array().unwrap().len(), 1_000);
+    assert_eq!(shown["children"].as_array().unwrap().len(), 7);
+    assert_eq!(shown["progress"]["total"], 7);
+    let shown = app.job(single).await;
+    assert_eq!(shown, expected_detail(&app, single, 1000, 0).await);
+    assert_eq!(shown["progress"]["total"], 1);
+    assert_eq!(shown["progress"]["percent"], 100.0);
+    let (status, _) = app
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/jobs/{}", uuid::Uuid::now_v7()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    app.finish().await;
+}
+
+/// What `GET /api/jobs/{id}` must show, built from the rows through the entities.
+async fn expected_detail(
+    app: &crate::harness::TestApp,
+    id: uuid::Uuid,
+    limit: u64,
+    offset: u64,
+) -> serde_json::Value {
+    use labfleet_entities::{job, job_event};
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+
+    let db = app.store.db();
+    let row = job::Entity::find_by_id(id).one(db).await.unwrap().unwrap();
+    let children = job::Entity::find()
+        .filter(job::Column::ParentId.eq(id))
+        .order_by_asc(job::Column::Id)
+        .all(db)
+        .await
+        .unwrap();
+    let events = job_event::Entity::find()
+        .filter(job_event::Column::JobId.eq(id))
+        .order_by_asc(job_event::Column::Id)
+        .limit(1_000)
+        .all(db)
+        .await
+        .unwrap();
+    let summary = |j: &job::Model| {
+        json!({
+            "id": j.id, "kind": j.kind, "status": j.status, "parent_id": j.parent_id,
+            "attempts": j.attempts, "max_attempts": j.max_attempts, "error": j.error,
+            "created_by": j.created_by, "created_at": j.created_at, "started_at": j.started_at,
+            "finished_at": j.finished_at, "step": j.step,
+        })
+    };
+    let statuses: Vec<&str> = if children.is_empty() {
+        vec![row.status.as_str()]
+    } else {
+        children.iter().map(|c| c.status.as_str()).collect()
+    };
+    let count = |of: &[&str]| statuses.iter().filter(|s| of.contains(s)).count() as i64;
+    let total = statuses.len() as i64;
+    let done = count(&["succeeded", "failed", "dead", "cancelled"]);
+    let mut out = summary(&row);
+    let fields = out.as_object_mut().unwrap();
+    fields.insert("ok".into(), json!(true));
+    fields.insert("args".into(), row.payload.clone());
+    fields.insert("result".into(), json!(row.result));
+    fields.insert(
+        "progress".into(),
+        json!({
+            "total": total,
+            "succeeded": count(&["succeeded"]),
+            "failed": count(&["failed", "dead"]),
+            "cancelled": count(&["cancelled"]),
+            "running": count(&["running"]),
+            "queued": count(&["queued", "retrying"]),
+            "percent": (done as f64 * 1000.0 / total as f64).round() / 10.0,
+        }),
+    );
+    fields.insert(
+        "events".into(),
+        events
+            .iter()
+            .map(|e| json!({"at": e.at, "status": e.status, "attempt": e.attempt, "message": e.message}))
+            .collect(),
+    );
+    fields.insert(
+        "children".into(),
+        children
+            .iter()
+            .skip(offset as usize)
+            .take(limit as usize)
+            .map(summary)
+            .collect(),
+    );
+    out
+}

@@ -2,14 +2,15 @@
 //! filtered lists. Progress of a parent is derived from its children on every read (one grouped
 //! count over an index), so it is exact at every poll.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    ColumnTrait, ConnectionTrait, DatabaseBackend, DbErr, EntityTrait, FromQueryResult,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Statement,
 };
-use serde::Serialize;
+use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
-use labfleet_entities::{job, job_event};
+use labfleet_entities::job;
 
 use super::{sql, JobStore, StoreError};
 use crate::status::JobStatus;
@@ -149,56 +150,39 @@ impl JobStore {
             .ok_or(StoreError::NotFound(id))
     }
 
-    /// One job with progress, timeline and a page of children.
+    /// One job with progress, timeline and a page of children, read in one statement: the row,
+    /// its children's counts by status, its first 1,000 events and the page of children come
+    /// back as one row (the three lists as JSON text), so the parts are from one snapshot and a
+    /// poll costs one round trip.
     pub async fn get(
         &self,
         id: Uuid,
         children_limit: u64,
         children_offset: u64,
     ) -> Result<JobDetail, StoreError> {
-        let row = self.get_row(id).await?;
-        // The three reads are independent: run them at once on separate pooled connections.
-        let events = async {
-            job_event::Entity::find()
-                .filter(job_event::Column::JobId.eq(id))
-                .order_by_asc(job_event::Column::Id)
-                .limit(1_000)
-                .all(&self.db)
-                .await
-                .map_err(StoreError::from)
-        };
-        let children_filter = JobFilter {
-            parent: Some(id),
-            limit: children_limit,
-            offset: children_offset,
-            ..Default::default()
-        };
-        let children = self.list(&children_filter);
-        let (counts, events, children) =
-            futures::try_join!(self.child_counts(id), events, children)?;
-        let progress = if counts.is_empty() {
-            let status = JobStatus::parse(&row.status).unwrap_or(JobStatus::Queued);
-            Progress::from_counts(&[(status, 1)])
+        let backend = self.db.get_database_backend();
+        let text = if backend == DatabaseBackend::Postgres {
+            GET_POSTGRES
         } else {
-            Progress::from_counts(&counts)
+            GET_SQLITE
         };
-        let events = events
-            .into_iter()
-            .map(|e| JobEventView {
-                at: e.at,
-                status: e.status,
-                attempt: e.attempt,
-                message: e.message,
-            })
-            .collect();
-        Ok(JobDetail {
-            args: row.payload.clone(),
-            result: row.result.clone(),
-            summary: summary(row),
-            progress,
-            events,
-            children,
-        })
+        let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let statement = Statement::from_sql_and_values(
+            backend,
+            text,
+            [
+                id.into(),
+                clamp(children_limit).into(),
+                clamp(children_offset).into(),
+            ],
+        );
+        let row = self
+            .db
+            .query_one(statement)
+            .await?
+            .ok_or(StoreError::NotFound(id))?;
+        let row = DetailRow::from_query_result(&row, "")?;
+        row.into_detail(id)
     }
 
     /// Jobs matching a filter; newest first, except children, which are listed in creation order.
@@ -294,20 +278,188 @@ impl SummaryRow {
     }
 }
 
-fn summary(row: job::Model) -> JobSummary {
-    JobSummary {
-        id: row.id,
-        status: JobStatus::parse(&row.status).unwrap_or(JobStatus::Queued),
-        kind: row.kind,
-        parent_id: row.parent_id,
-        attempts: row.attempts,
-        max_attempts: row.max_attempts,
-        error: row.error,
-        created_by: row.created_by,
-        created_at: row.created_at,
-        started_at: row.started_at,
-        finished_at: row.finished_at,
-        step: row.step,
+/// `GET /api/jobs/{id}` on PostgreSQL: `$1` the job, `$2`/`$3` the children page. The lists are
+/// JSON arrays of arrays (positional, see `EventRow` and `ChildRow`), ordered inside the
+/// aggregate; an empty list is NULL.
+const GET_POSTGRES: &str =
+    "SELECT j.id, j.kind, j.status, j.parent_id, j.attempts, j.max_attempts, \
+ j.error, j.created_by, j.created_at, j.started_at, j.finished_at, j.step, j.payload, j.result, \
+ (SELECT json_agg(json_build_array(c.status, c.n))::text \
+  FROM (SELECT status, COUNT(*) AS n FROM jobs WHERE parent_id = $1 GROUP BY status) c) AS counts, \
+ (SELECT json_agg(json_build_array(e.at, e.status, e.attempt, e.message) ORDER BY e.id)::text \
+  FROM (SELECT id, at, status, attempt, message FROM job_events WHERE job_id = $1 \
+        ORDER BY id LIMIT 1000) e) AS events, \
+ (SELECT json_agg(json_build_array(c.id, c.kind, c.status, c.attempts, c.max_attempts, c.error, \
+         c.created_by, c.created_at, c.started_at, c.finished_at, c.step) ORDER BY c.id)::text \
+  FROM (SELECT id, kind, status, attempts, max_attempts, error, created_by, created_at, \
+               started_at, finished_at, step \
+        FROM jobs WHERE parent_id = $1 ORDER BY id LIMIT $2 OFFSET $3) c) AS children \
+ FROM jobs j WHERE j.id = $1";
+
+/// The same on SQLite (ids are 16-byte blobs there, so they travel as hex; timestamps are the
+/// RFC 3339 text they were stored as). An empty list is `[]`.
+const GET_SQLITE: &str = "SELECT j.id, j.kind, j.status, j.parent_id, j.attempts, j.max_attempts, \
+ j.error, j.created_by, j.created_at, j.started_at, j.finished_at, j.step, j.payload, j.result, \
+ (SELECT json_group_array(json_array(c.status, c.n)) \
+  FROM (SELECT status, COUNT(*) AS n FROM jobs WHERE parent_id = ?1 GROUP BY status) c) AS counts, \
+ (SELECT json_group_array(json_array(e.at, e.status, e.attempt, e.message) ORDER BY e.id) \
+  FROM (SELECT id, at, status, attempt, message FROM job_events WHERE job_id = ?1 \
+        ORDER BY id LIMIT 1000) e) AS events, \
+ (SELECT json_group_array(json_array(hex(c.id), c.kind, c.status, c.attempts, c.max_attempts, \
+         c.error, c.created_by, c.created_at, c.started_at, c.finished_at, c.step) ORDER BY c.id) \
+  FROM (SELECT id, kind, status, attempts, max_attempts, error, created_by, created_at, \
+               started_at, finished_at, step \
+        FROM jobs WHERE parent_id = ?1 ORDER BY id LIMIT ?2 OFFSET ?3) c) AS children \
+ FROM jobs j WHERE j.id = ?1";
+
+/// The one row of `GET_POSTGRES` / `GET_SQLITE`.
+#[derive(sea_orm::FromQueryResult)]
+struct DetailRow {
+    id: Uuid,
+    kind: String,
+    status: String,
+    parent_id: Option<Uuid>,
+    attempts: i32,
+    max_attempts: i32,
+    error: Option<String>,
+    created_by: String,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    step: Option<String>,
+    payload: serde_json::Value,
+    result: Option<serde_json::Value>,
+    counts: Option<String>,
+    events: Option<String>,
+    children: Option<String>,
+}
+
+/// One event: `[at, status, attempt, message]`.
+#[derive(Deserialize)]
+struct EventRow(
+    #[serde(deserialize_with = "de_time")] DateTime<Utc>,
+    String,
+    i32,
+    Option<String>,
+);
+
+/// One child: `[id, kind, status, attempts, max_attempts, error, created_by, created_at,
+/// started_at, finished_at, step]`.
+#[derive(Deserialize)]
+struct ChildRow(
+    Uuid,
+    String,
+    String,
+    i32,
+    i32,
+    Option<String>,
+    String,
+    #[serde(deserialize_with = "de_time")] DateTime<Utc>,
+    #[serde(deserialize_with = "de_opt_time")] Option<DateTime<Utc>>,
+    #[serde(deserialize_with = "de_opt_time")] Option<DateTime<Utc>>,
+    Option<String>,
+);
+
+impl DetailRow {
+    fn into_detail(self, id: Uuid) -> Result<JobDetail, StoreError> {
+        let counts: Vec<(String, i64)> = json_list(self.counts.as_deref(), "counts")?;
+        let counts: Vec<(JobStatus, i64)> = counts
+            .into_iter()
+            .filter_map(|(status, n)| JobStatus::parse(&status).map(|st| (st, n)))
+            .collect();
+        let status = JobStatus::parse(&self.status).unwrap_or(JobStatus::Queued);
+        // A job without children counts itself.
+        let progress = if counts.is_empty() {
+            Progress::from_counts(&[(status, 1)])
+        } else {
+            Progress::from_counts(&counts)
+        };
+        let events = json_list::<EventRow>(self.events.as_deref(), "events")?
+            .into_iter()
+            .map(|EventRow(at, status, attempt, message)| JobEventView {
+                at,
+                status,
+                attempt,
+                message,
+            })
+            .collect();
+        let children = json_list::<ChildRow>(self.children.as_deref(), "children")?
+            .into_iter()
+            .map(|c| JobSummary {
+                id: c.0,
+                kind: c.1,
+                status: JobStatus::parse(&c.2).unwrap_or(JobStatus::Queued),
+                parent_id: Some(id),
+                attempts: c.3,
+                max_attempts: c.4,
+                error: c.5,
+                created_by: c.6,
+                created_at: c.7,
+                started_at: c.8,
+                finished_at: c.9,
+                step: c.10,
+            })
+            .collect();
+        Ok(JobDetail {
+            summary: JobSummary {
+                id: self.id,
+                kind: self.kind,
+                status,
+                parent_id: self.parent_id,
+                attempts: self.attempts,
+                max_attempts: self.max_attempts,
+                error: self.error,
+                created_by: self.created_by,
+                created_at: self.created_at,
+                started_at: self.started_at,
+                finished_at: self.finished_at,
+                step: self.step,
+            },
+            args: self.payload,
+            result: self.result,
+            progress,
+            events,
+            children,
+        })
+    }
+}
+
+/// Decodes a JSON list built by the database (NULL: empty).
+fn json_list<T: DeserializeOwned>(text: Option<&str>, what: &str) -> Result<Vec<T>, StoreError> {
+    match text {
+        None => Ok(Vec::new()),
+        Some(text) => serde_json::from_str(text).map_err(|e| {
+            StoreError::Db(DbErr::Type(format!("cannot decode the job's {what}: {e}")))
+        }),
+    }
+}
+
+/// A timestamp as the database renders it in JSON: RFC 3339 (PostgreSQL's `timestamptz`, and
+/// what sqlx stores in SQLite), or the other text forms sqlx reads from SQLite.
+fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&Utc));
+    }
+    if let Ok(t) = text.parse::<DateTime<Utc>>() {
+        return Some(t);
+    }
+    ["%F %T%.f", "%FT%T%.f", "%F %R", "%FT%R"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+        .map(|t| t.and_utc())
+}
+
+fn de_time<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    let text = <&'de str>::deserialize(d)?;
+    parse_time(text).ok_or_else(|| serde::de::Error::custom(format!("invalid timestamp `{text}`")))
+}
+
+fn de_opt_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    match <Option<&'de str>>::deserialize(d)? {
+        None => Ok(None),
+        Some(text) => parse_time(text)
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom(format!("invalid timestamp `{text}`"))),
     }
 }
 

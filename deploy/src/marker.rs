@@ -17,22 +17,23 @@ const KEY: &str = "labfleet-managed:";
 impl Marker {
     /// The description to give the VM: the class description, if any, then the marker line.
     pub fn description(&self, class_description: Option<&str>) -> String {
-        let line = format!("{KEY} class={} vm={}", self.class_id, self.class_vm_id);
+        let line = format!("{KEY} {}", self.fields());
         match class_description.map(str::trim).filter(|d| !d.is_empty()) {
             Some(d) => format!("{d}\n\n{line}"),
             None => line,
         }
     }
 
-    /// Finds the marker in a VM description.
-    pub fn parse(description: &str) -> Option<Marker> {
-        let line = description
-            .lines()
-            .rev()
-            .find_map(|l| l.trim().strip_prefix(KEY))?;
+    /// What the marker line says after its key: `class=<id> vm=<id>`.
+    pub fn fields(&self) -> String {
+        format!("class={} vm={}", self.class_id, self.class_vm_id)
+    }
+
+    /// Reads [`Marker::fields`] back.
+    pub fn parse_fields(fields: &str) -> Option<Marker> {
         let mut class_id = None;
         let mut class_vm_id = None;
-        for part in line.split_whitespace() {
+        for part in fields.split_whitespace() {
             match part.split_once('=') {
                 Some(("class", v)) => class_id = v.parse().ok(),
                 Some(("vm", v)) => class_vm_id = v.parse().ok(),
@@ -43,6 +44,15 @@ impl Marker {
             class_id: class_id?,
             class_vm_id: class_vm_id?,
         })
+    }
+
+    /// Finds the marker in a VM description.
+    pub fn parse(description: &str) -> Option<Marker> {
+        let line = description
+            .lines()
+            .rev()
+            .find_map(|l| l.trim().strip_prefix(KEY))?;
+        Marker::parse_fields(line)
     }
 }
 

@@ -176,15 +176,8 @@ impl IdleReport {
 /// One sweep over every cluster with auto-shutdown on.
 pub async fn sweep(s: &Scheduler) -> Result<IdleReport, DbErr> {
     let mut report = IdleReport::default();
-    let clusters = s
-        .clusters
-        .list()
-        .await
-        .map_err(|e| DbErr::Custom(e.to_string()))?;
-    for c in clusters
-        .iter()
-        .filter(|c| c.is_active && c.auto_shutdown_enabled)
-    {
+    let clusters = s.active_clusters().await?;
+    for c in clusters.iter().filter(|c| c.auto_shutdown_enabled) {
         report.clusters += 1;
         if let Err(reason) = sweep_cluster(s, c, &mut report).await? {
             report

@@ -18,17 +18,13 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Creates the sync jobs that are due.
 pub async fn run(s: &Scheduler) -> Result<TickOutcome, DbErr> {
-    let clusters = s
-        .clusters
-        .list()
-        .await
-        .map_err(|e| DbErr::Custom(e.to_string()))?;
+    let clusters = s.active_clusters().await?;
     let unfinished = clusters_syncing(s).await?;
     let mut outcome = TickOutcome::default();
     let mut skipped = Vec::new();
     let mut jobs = Vec::new();
     for c in &clusters {
-        if !c.is_active || !(c.allow_template_sync || c.allow_iso_sync) {
+        if !(c.allow_template_sync || c.allow_iso_sync) {
             continue;
         }
         outcome.seen += 1;

@@ -80,6 +80,18 @@ impl Scheduler {
         &self.holder
     }
 
+    /// The active clusters, which every Proxmox-facing tick works on.
+    async fn active_clusters(
+        &self,
+    ) -> Result<Vec<labfleet_entities::cluster::Model>, sea_orm::DbErr> {
+        let all = self
+            .clusters
+            .list()
+            .await
+            .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
+        Ok(all.into_iter().filter(|c| c.is_active).collect())
+    }
+
     /// One idle sweep now, outside the schedule (the benchmark's entry point).
     pub async fn idle_sweep_once(&self) -> Result<idle::IdleReport, sea_orm::DbErr> {
         idle::sweep(self).await

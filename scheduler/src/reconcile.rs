@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use labfleet_deploy::{classes::vm_state, Marker};
+use labfleet_deploy::{classes::vm_state, ClassStore, Marker, VmChange};
 use labfleet_entities::cluster;
 use labfleet_jobs::{
     store::{sql, NewJob},
@@ -66,12 +66,7 @@ impl ReconcileReport {
 /// Reconciles every active cluster.
 pub async fn run(s: &Scheduler) -> Result<ReconcileReport, DbErr> {
     let mut report = ReconcileReport::default();
-    let clusters = s
-        .clusters
-        .list()
-        .await
-        .map_err(|e| DbErr::Custom(e.to_string()))?;
-    for c in clusters.iter().filter(|c| c.is_active) {
+    for c in &s.active_clusters().await? {
         report.clusters += 1;
         if let Err(reason) = reconcile_cluster(s, c, &mut report).await? {
             report
@@ -130,7 +125,7 @@ async fn reconcile_cluster(
         let made = matches!(state.as_str(), vm_state::CREATED | vm_state::RUNNING);
         match listed.get(&vmid) {
             None if made => {
-                set_vm_state(db, id, vm_state::MISSING, now).await?;
+                set_vm_state(s, id, vm_state::MISSING).await?;
                 tracing::warn!(cluster = %c.cluster_id, vmid, class_vm_id = id, "class VM vanished from its cluster: marked missing");
                 report.missing += 1;
             }
@@ -140,7 +135,7 @@ async fn reconcile_cluster(
                 } else {
                     vm_state::CREATED
                 };
-                set_vm_state(db, id, back, now).await?;
+                set_vm_state(s, id, back).await?;
                 report.returned += 1;
             }
             _ => {}
@@ -172,10 +167,7 @@ async fn reconcile_cluster(
             }
         };
         let (state, marker_text) = match marker {
-            Some(m) => (
-                orphan_state::ORPHAN,
-                format!("class={} vm={}", m.class_id, m.class_vm_id),
-            ),
+            Some(m) => (orphan_state::ORPHAN, m.fields()),
             None => (orphan_state::FOREIGN, String::new()),
         };
         if state == orphan_state::ORPHAN {
@@ -228,19 +220,16 @@ async fn reconcile_cluster(
     Ok(Ok(()))
 }
 
-async fn set_vm_state(
-    db: &DatabaseConnection,
-    id: i64,
-    state: &str,
-    now: DateTime<Utc>,
-) -> Result<(), DbErr> {
-    db.execute(sql(
-        db.get_database_backend(),
-        "UPDATE class_vms SET state = ?, updated_at = ? WHERE id = ?",
-        vec![state.into(), now.into(), id.into()],
-    ))
-    .await?;
-    Ok(())
+async fn set_vm_state(s: &Scheduler, id: i64, state: &str) -> Result<(), DbErr> {
+    ClassStore::new(s.store.db().clone())
+        .update_vm(
+            id,
+            VmChange {
+                state: Some(state),
+                ..Default::default()
+            },
+        )
+        .await
 }
 
 /// The orphans rows of a cluster: VMID → (name, state).
@@ -287,7 +276,7 @@ async fn destroy_due(s: &Scheduler, c: &cluster::Model, now: DateTime<Utc>) -> R
     for r in rows {
         let vmid: i64 = r.try_get("", "vmid")?;
         let marker: String = r.try_get("", "marker")?;
-        let Some(m) = Marker::parse(&format!("labfleet-managed: {marker}")) else {
+        let Some(m) = Marker::parse_fields(&marker) else {
             continue;
         };
         let ids = s

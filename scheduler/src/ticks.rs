@@ -125,17 +125,17 @@ pub async fn record(
     // The row exists for claimed ticks; recovery runs unclaimed, so it may have to be made.
     db.execute(sql(
         backend,
-        "INSERT INTO scheduler_ticks (name, next_run_at, runs) VALUES (?, ?, 0) \
-         ON CONFLICT (name) DO NOTHING",
-        vec![name.into(), now.into()],
-    ))
-    .await?;
-    db.execute(sql(
-        backend,
-        "UPDATE scheduler_ticks SET last_started_at = ?, last_finished_at = ?, \
-         last_duration_ms = ?, last_holder = ?, last_seen = ?, last_actions = ?, last_note = ?, \
-         last_error = ?, runs = runs + 1 WHERE name = ?",
+        "INSERT INTO scheduler_ticks (name, next_run_at, last_started_at, last_finished_at, \
+         last_duration_ms, last_holder, last_seen, last_actions, last_note, last_error, runs) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT (name) DO UPDATE SET \
+         last_started_at = excluded.last_started_at, last_finished_at = excluded.last_finished_at, \
+         last_duration_ms = excluded.last_duration_ms, last_holder = excluded.last_holder, \
+         last_seen = excluded.last_seen, last_actions = excluded.last_actions, \
+         last_note = excluded.last_note, last_error = excluded.last_error, \
+         runs = scheduler_ticks.runs + 1",
         vec![
+            name.into(),
+            now.into(),
             started.into(),
             now.into(),
             duration_ms.into(),
@@ -144,7 +144,6 @@ pub async fn record(
             actions.into(),
             note.into(),
             error.into(),
-            name.into(),
         ],
     ))
     .await?;

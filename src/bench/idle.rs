@@ -143,10 +143,9 @@ pub async fn run(args: IdleArgs, base: Settings) -> anyhow::Result<()> {
         let requests = steady.iter().map(|r| r.requests).max().unwrap_or(0);
         let wall = steady.iter().map(|r| r.wall_seconds).fold(0.0, f64::max);
         println!(
-            "steady state: labfleet time per sweep mean {mean:.3} s, worst {worst:.3} s = {:.2}x the 1 s target \
+            "steady state: labfleet time per sweep mean {mean:.3} s, worst {worst:.3} s = {worst:.2}x the 1 s target \
              (worst wall time, including the simulator answering and the JSON parse: {wall:.3} s); \
-             {requests} Proxmox request(s) per sweep for 1 cluster",
-            worst / 1.0
+             {requests} Proxmox request(s) per sweep for 1 cluster"
         );
     }
     sim.shutdown().await;

@@ -129,13 +129,7 @@ impl Lab {
     async fn wait_until_no_guest_is_locked(&self, within: Duration) {
         let deadline = std::time::Instant::now() + within;
         loop {
-            let resources = self
-                .api
-                .client
-                .cluster_resources(Some(ResourceType::Vm))
-                .await
-                .unwrap();
-            if resources.iter().all(|r| r.lock.is_none()) {
+            if self.qemu_resources().await.iter().all(|r| r.lock.is_none()) {
                 return;
             }
             assert!(std::time::Instant::now() < deadline, "guests still locked");
@@ -143,8 +137,8 @@ impl Lab {
         }
     }
 
-    /// Every QEMU guest on the simulator: vmid → (node, name, template).
-    pub(crate) async fn guests(&self) -> BTreeMap<i64, (String, String, bool)> {
+    /// Every QEMU guest on the simulator, as `/cluster/resources` lists it.
+    pub(crate) async fn qemu_resources(&self) -> Vec<labfleet_proxmox::ClusterResource> {
         self.api
             .client
             .cluster_resources(Some(ResourceType::Vm))
@@ -152,6 +146,14 @@ impl Lab {
             .unwrap()
             .into_iter()
             .filter(|r| r.kind == "qemu")
+            .collect()
+    }
+
+    /// Every QEMU guest on the simulator: vmid → (node, name, template).
+    pub(crate) async fn guests(&self) -> BTreeMap<i64, (String, String, bool)> {
+        self.qemu_resources()
+            .await
+            .into_iter()
             .map(|r| {
                 (
                     i64::from(r.vmid.unwrap()),

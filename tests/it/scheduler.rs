@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use labfleet_proxmox::{CloneParams, ResourceType};
+use labfleet_proxmox::CloneParams;
 use reqwest::Method;
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{json, Value};
@@ -46,6 +46,22 @@ async fn wait_for_leader(app: &TestApp, not: Option<&str>, within: Duration) -> 
             }
         }
         assert!(Instant::now() < deadline, "no new leader in time: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the scheduler has made at least `n` sync jobs.
+async fn wait_for_syncs(app: &TestApp, n: usize, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let made = scheduled_syncs(app).await.len();
+        if made >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {made} of {n} scheduled syncs in time"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -91,7 +107,7 @@ async fn three_replicas_run_each_tick_once_and_a_dead_leader_is_replaced() {
         .into_iter()
         .map(|h| (h, replica(app, h)))
         .collect();
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    wait_for_syncs(app, 5, Duration::from_secs(10)).await;
     let s = status(app).await;
     let syncs = scheduled_syncs(app).await;
     assert!(syncs.len() >= 4, "the tick ran too rarely: {syncs:?}");
@@ -121,7 +137,7 @@ async fn three_replicas_run_each_tick_once_and_a_dead_leader_is_replaced() {
         killed.elapsed()
     );
     let before = scheduled_syncs(app).await.len();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_for_syncs(app, before + 1, Duration::from_secs(5)).await;
     assert!(
         scheduled_syncs(app).await.len() > before,
         "the new leader {next} does not run the ticks"
@@ -167,7 +183,7 @@ async fn two_scheduler_processes_run_each_tick_once_and_survive_a_kill() {
     app.stop_own_scheduler();
     let mut first = spawn_scheduler_process(app);
     let mut second = spawn_scheduler_process(app);
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    wait_for_syncs(app, 5, Duration::from_secs(15)).await;
     let syncs = scheduled_syncs(app).await;
     assert!(syncs.len() >= 4, "the tick ran too rarely: {syncs:?}");
     // The leader's name carries its process id: kill -9 that process.
@@ -193,7 +209,7 @@ async fn two_scheduler_processes_run_each_tick_once_and_survive_a_kill() {
         killed.elapsed()
     );
     let before = scheduled_syncs(app).await.len();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_for_syncs(app, before + 1, Duration::from_secs(5)).await;
     let syncs = scheduled_syncs(app).await;
     assert!(syncs.len() > before, "the survivor does not run the ticks");
     for pair in syncs.windows(2) {
@@ -281,13 +297,9 @@ async fn periodic_sync_follows_the_toggles_and_skips_an_unreachable_cluster() {
 
 /// Status of every QEMU guest: vmid → running.
 async fn running(lab: &Lab) -> std::collections::BTreeMap<i64, bool> {
-    lab.api
-        .client
-        .cluster_resources(Some(ResourceType::Vm))
+    lab.qemu_resources()
         .await
-        .unwrap()
         .into_iter()
-        .filter(|r| r.kind == "qemu")
         .map(|r| {
             (
                 i64::from(r.vmid.unwrap()),

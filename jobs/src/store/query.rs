@@ -181,8 +181,8 @@ impl JobStore {
             .query_one(statement)
             .await?
             .ok_or(StoreError::NotFound(id))?;
-        let row = DetailRow::from_query_result(&row, "")?;
-        row.into_detail(id)
+        let summary = SummaryRow::from_query_result(&row, "")?.into_summary();
+        DetailRow::from_query_result(&row, "")?.into_detail(summary)
     }
 
     /// Jobs matching a filter; newest first, except children, which are listed in creation order.
@@ -312,21 +312,10 @@ const GET_SQLITE: &str = "SELECT j.id, j.kind, j.status, j.parent_id, j.attempts
         FROM jobs WHERE parent_id = ?1 ORDER BY id LIMIT ?2 OFFSET ?3) c) AS children \
  FROM jobs j WHERE j.id = ?1";
 
-/// The one row of `GET_POSTGRES` / `GET_SQLITE`.
+/// The lists and bodies of the one row of `GET_POSTGRES` / `GET_SQLITE` (its summary columns
+/// are read by `SummaryRow` from the same row).
 #[derive(sea_orm::FromQueryResult)]
 struct DetailRow {
-    id: Uuid,
-    kind: String,
-    status: String,
-    parent_id: Option<Uuid>,
-    attempts: i32,
-    max_attempts: i32,
-    error: Option<String>,
-    created_by: String,
-    created_at: DateTime<Utc>,
-    started_at: Option<DateTime<Utc>>,
-    finished_at: Option<DateTime<Utc>>,
-    step: Option<String>,
     payload: serde_json::Value,
     result: Option<serde_json::Value>,
     counts: Option<String>,
@@ -361,16 +350,15 @@ struct ChildRow(
 );
 
 impl DetailRow {
-    fn into_detail(self, id: Uuid) -> Result<JobDetail, StoreError> {
+    fn into_detail(self, summary: JobSummary) -> Result<JobDetail, StoreError> {
         let counts: Vec<(String, i64)> = json_list(self.counts.as_deref(), "counts")?;
         let counts: Vec<(JobStatus, i64)> = counts
             .into_iter()
             .filter_map(|(status, n)| JobStatus::parse(&status).map(|st| (st, n)))
             .collect();
-        let status = JobStatus::parse(&self.status).unwrap_or(JobStatus::Queued);
         // A job without children counts itself.
         let progress = if counts.is_empty() {
-            Progress::from_counts(&[(status, 1)])
+            Progress::from_counts(&[(summary.status, 1)])
         } else {
             Progress::from_counts(&counts)
         };
@@ -385,36 +373,26 @@ impl DetailRow {
             .collect();
         let children = json_list::<ChildRow>(self.children.as_deref(), "children")?
             .into_iter()
-            .map(|c| JobSummary {
-                id: c.0,
-                kind: c.1,
-                status: JobStatus::parse(&c.2).unwrap_or(JobStatus::Queued),
-                parent_id: Some(id),
-                attempts: c.3,
-                max_attempts: c.4,
-                error: c.5,
-                created_by: c.6,
-                created_at: c.7,
-                started_at: c.8,
-                finished_at: c.9,
-                step: c.10,
+            .map(|c| {
+                SummaryRow {
+                    id: c.0,
+                    kind: c.1,
+                    status: c.2,
+                    parent_id: Some(summary.id),
+                    attempts: c.3,
+                    max_attempts: c.4,
+                    error: c.5,
+                    created_by: c.6,
+                    created_at: c.7,
+                    started_at: c.8,
+                    finished_at: c.9,
+                    step: c.10,
+                }
+                .into_summary()
             })
             .collect();
         Ok(JobDetail {
-            summary: JobSummary {
-                id: self.id,
-                kind: self.kind,
-                status,
-                parent_id: self.parent_id,
-                attempts: self.attempts,
-                max_attempts: self.max_attempts,
-                error: self.error,
-                created_by: self.created_by,
-                created_at: self.created_at,
-                started_at: self.started_at,
-                finished_at: self.finished_at,
-                step: self.step,
-            },
+            summary,
             args: self.payload,
             result: self.result,
             progress,

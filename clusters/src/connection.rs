@@ -13,7 +13,7 @@ use crate::store::ClusterSecrets;
 /// What a successful connection test found.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ConnectionReport {
-    /// Proxmox VE release (`8.4`), as the seed shows it.
+    /// Proxmox VE release (`8.4`), as the older lab tool showed it.
     pub version: String,
     /// Full package version (`8.4.1`).
     pub full_version: String,

@@ -1,6 +1,6 @@
 //! What an admin sends to create or update a cluster, and its validation. `POST` needs the
 //! identity and one way to log in; `PUT` changes only the fields it carries (an omitted or empty
-//! secret keeps the stored one, as the seed's settings screen expects).
+//! secret keeps the stored one, as the older lab tool's settings screen expects).
 
 use labfleet_entities::{cluster, idle};
 use secrecy::{ExposeSecret, SecretString};
@@ -34,8 +34,8 @@ fn missing(field: &'static str) -> InputError {
     }
 }
 
-/// Body of `POST /api/cluster-config` and `PUT /api/cluster-config/{db_id}` (field names as the
-/// seed's, plus token, TLS pinning, SSH and VMID range).
+/// Body of `POST /api/cluster-config` and `PUT /api/cluster-config/{db_id}` (field names as in
+/// the older lab tool's cluster API, plus token, TLS pinning, SSH and VMID range).
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterInput {

@@ -3,7 +3,7 @@
 use labfleet_entities::cluster;
 use serde::Serialize;
 
-/// One listed cluster (`id` is the cluster_id and `db_id` the row id, as in the seed).
+/// One listed cluster (`id` is the cluster_id and `db_id` the row id, as in the older lab tool).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ClusterView {
     pub id: String,

@@ -1,7 +1,8 @@
-//! The ownership marker every labfleet VM carries from birth in its `description` (clone takes no
-//! `tags`, FACTS/SUBSET "Added later"). After a crash between a Proxmox call and the database
-//! write, the marker tells our VM (adopt it, or wait for its clone to finish) from a foreign one
-//! (quarantine the VMID, take another).
+//! The ownership marker every labfleet VM carries from birth in its `description` (PVE's clone
+//! call takes no `tags` but copies a `description` into the new config; `docs/proxmox.md`, "The
+//! ownership marker"). After a crash between a Proxmox call and the database write, the marker
+//! tells our VM (adopt it, or wait for its clone to finish) from a foreign one (quarantine the
+//! VMID, take another).
 
 /// What the marker says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,4 +1,5 @@
-//! The three ways to make a class's VMs (DESIGN §2B).
+//! The three ways to make a class's VMs: `config_clone` (the default), `linked_clone` and
+//! `full_clone`.
 
 use serde::{Deserialize, Serialize};
 

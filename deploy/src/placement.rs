@@ -1,8 +1,10 @@
-//! Where a class's VMs go. The seed's rule: rank the online nodes by load (QEMU + LXC guests,
-//! ascending) and deal the VMs round-robin over that ranking — nodes [5, 8, 3] get VMs in the
-//! order node 3, node 1, node 2, node 3, … Only nodes that can legally hold the clone are ranked:
-//! a clone leaves the template's node only if every volume of the template is on shared storage
-//! (SUBSET "Added later": otherwise PVE refuses with "VM uses local storage").
+//! Where a class's VMs go. The rule of the older lab tool labfleet replaces: rank the online
+//! nodes by load (QEMU + LXC guests, ascending) and deal the VMs round-robin over that ranking —
+//! nodes [5, 8, 3] get VMs in the order node 3, node 1, node 2, node 3, … Only nodes that can
+//! legally hold the clone are ranked: PVE lets a clone leave the template's node only if every
+//! volume of the template (disks, cloud-init drive, ISO) is on shared storage, and otherwise
+//! refuses with "can't clone VM to node '…' (VM uses local storage)" (`docs/proxmox.md`,
+//! "Clones").
 
 /// A node and its load, as `/cluster/resources` reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]

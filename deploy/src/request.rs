@@ -12,8 +12,8 @@ use crate::{
     placement::{ranking, NodeLoad, PlacementError, TemplateSite},
 };
 
-/// The body of `POST /api/classes` (the seed's fields plus `deployment_cluster`, `start` and the
-/// idle auto-shutdown overrides).
+/// The body of `POST /api/classes` (the fields of the older lab tool's request plus
+/// `deployment_cluster`, `start` and the idle auto-shutdown overrides).
 #[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClassRequest {

@@ -26,8 +26,8 @@ pub struct Want {
 }
 
 impl Want {
-    /// A slot of a storage (shared storages have one lock for the whole cluster, FACTS §C4;
-    /// local ones one per node, hence the node in their key).
+    /// A slot of a storage. PVE locks a shared storage with one cluster-wide lock, and a local
+    /// storage with one lock per node, hence the node in a local storage's key.
     pub fn storage(cluster_db_id: i64, node: Option<&str>, storage: &str, cap: u32) -> Want {
         let resource = match node {
             Some(node) => format!("storage:{cluster_db_id}:{node}/{storage}"),

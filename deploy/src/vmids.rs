@@ -1,6 +1,8 @@
-//! VMID reservations. Proxmox cannot reserve an id and `/cluster/nextid` is racy (FACTS §C5), so
-//! labfleet reserves VMIDs in its own table before any Proxmox call: the primary key
-//! `(cluster_db_id, vmid)` makes a reservation exclusive across every worker and API replica.
+//! VMID reservations. Proxmox cannot reserve an id, and `/cluster/nextid` only returns the lowest
+//! id free at that moment, so concurrent callers get the same one (see `docs/proxmox.md`,
+//! "VMIDs"). labfleet therefore reserves VMIDs in its own table before any Proxmox call: the
+//! primary key `(cluster_db_id, vmid)` makes a reservation exclusive across every worker and API
+//! replica.
 //! States: `held` (a class VM has it), `quarantined` (a foreign VM sits there), `cooling` (freed;
 //! reusable once `released_at` is older than the cool-down).
 

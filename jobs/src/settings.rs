@@ -265,10 +265,11 @@ impl Default for PowerSettings {
     }
 }
 
-/// Class deployments. The caps shape load on Proxmox: one storage lock serializes every clone,
-/// allocation and free on a storage (FACTS §C4), and its acquire timeout is 10 s, so more
-/// clones in flight on one storage only queue and then time out. The caps hold across every
-/// worker process (they are slots in the database).
+/// Class deployments. The caps shape load on Proxmox: PVE runs every clone, allocation and free
+/// of a volume on a storage under one lock per storage, and a task gives up waiting for that lock
+/// after 10 s, so more clones in flight on one storage only queue and then time out (see
+/// `docs/proxmox.md`, "Locks"). The caps hold across every worker process (they are slots in the
+/// database).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeploySettings {

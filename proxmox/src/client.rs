@@ -1,6 +1,8 @@
 //! The HTTP transport: configuration, the `{"data": …}` envelope, authentication headers,
 //! request checking against the endpoint registry, and turning failures into [`ProxmoxError`]s
-//! with PVE's message (JSON `message`, else the non-canonical HTTP reason phrase, FACTS §E2).
+//! with PVE's message: the JSON body's `message` (PVE 8.4 and later), else the non-canonical HTTP
+//! reason phrase, which is the only place older PVE versions put it (`docs/proxmox.md`,
+//! "Errors").
 
 use std::sync::Arc;
 use std::time::Duration;

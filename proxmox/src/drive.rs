@@ -1,7 +1,7 @@
 //! A VM's drives as PVE writes them in its config: `scsi0: nfs:104/base-104-disk-0.qcow2,size=2G`,
 //! `ide2: local:iso/debian.iso,media=cdrom`, `ide2: local-lvm:vm-104-cloudinit,media=cdrom`.
-//! The value is a property string whose first, unnamed part is the volume (SUBSET.md, "Key
-//! property-string formats"). Knowing which volumes a VM uses, and where they live, decides
+//! The value is a property string whose first, unnamed part (`file=`) is the volume, followed by
+//! `key=value` options. Knowing which volumes a VM uses, and where they live, decides
 //! whether a clone may leave the VM's node and whether a config clone is possible.
 
 use std::collections::BTreeMap;

@@ -17,7 +17,8 @@ pub const POLL_START: Duration = Duration::from_millis(100);
 /// Longest poll delay of `wait_task`.
 pub const POLL_MAX: Duration = Duration::from_secs(2);
 
-/// A task id: `UPID:$node:$pid:$pstart:$starttime:$type:$id:$user:` (FACTS §B1).
+/// A task id: `UPID:$node:$pid:$pstart:$starttime:$type:$id:$user:`, with pid, pstart and
+/// starttime in upper-case hex and a trailing `:` (`docs/proxmox.md`, "Tasks and UPIDs").
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Upid {
     raw: String,
@@ -103,7 +104,8 @@ impl fmt::Display for Upid {
     }
 }
 
-/// Whether an exitstatus means success: `OK` or `WARNINGS: n` (FACTS §B3).
+/// Whether an exitstatus means success: PVE counts only `OK` and `WARNINGS: n` as success; any
+/// other exitstatus is the error text.
 pub fn exitstatus_is_ok(exitstatus: &str) -> bool {
     exitstatus == "OK"
         || exitstatus

@@ -1,5 +1,6 @@
-//! Typed PVE responses, read leniently: numbers may arrive as strings, booleans as 0/1
-//! (FACTS §E4), and fields the schema calls required may be missing on some versions.
+//! Typed PVE responses, read leniently: numbers may arrive as strings (`vmid`, `memory`, `cpus` on
+//! some versions and endpoints), booleans as 0/1, and fields the schema calls required may be
+//! missing on some versions.
 
 use std::collections::BTreeMap;
 

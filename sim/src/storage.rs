@@ -49,7 +49,9 @@ impl StorageDef {
         }
     }
 
-    /// The error text when its lock cannot be had in time (FACTS §C4).
+    /// The error text PVE gives when this storage's lock cannot be had within the acquire
+    /// timeout: a cluster-file-system lock error for a shared storage, a flock timeout on
+    /// `/var/lock/pve-manager/pve-storage-<id>` for a local one.
     pub fn lock_timeout_error(&self) -> String {
         if self.shared {
             format!(

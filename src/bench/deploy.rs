@@ -1,7 +1,8 @@
 //! `labfleet bench deploy`: a class deployment end to end (POST /api/classes → every VM made)
 //! against the simulator with Proxmox-like latencies, compared with the simulator's
-//! critical-path lower bound for the same workload (the storage lock serializes every clone on a
-//! storage, FACTS §C4) and with what a one-at-a-time loop — the seed tool's approach — needs.
+//! critical-path lower bound for the same workload (PVE's storage lock serializes every clone on
+//! a storage, see `docs/proxmox.md`, "Locks") and with what a one-at-a-time loop — the approach of
+//! the older lab tool labfleet replaces — needs.
 
 use std::time::{Duration, Instant};
 
@@ -242,7 +243,7 @@ async fn deploy_and_compare(args: &DeployArgs, lab: &Lab, label: &str) -> anyhow
         );
     }
     if let Some(sequential) = sequential {
-        println!("  one-at-a-time loop (seed tool)                   {sequential:>9.2} s");
+        println!("  one-at-a-time loop (older lab tool)              {sequential:>9.2} s");
         println!(
             "  speed-up over the loop                           {:>9.1}×",
             sequential / wall

@@ -3,7 +3,7 @@
 //! runs `--sweeps` times: the first writes every VM's history (cold), the next ones are the steady
 //! state (nothing changed, nothing written), and a last one with a zero idle window creates a
 //! shutdown job for every VM. Printed per sweep: wall time, labfleet's own time (wall time minus
-//! waiting for Proxmox), Proxmox requests. Targets (DESIGN §5): under 1 s of labfleet time for
+//! waiting for Proxmox), Proxmox requests. labfleet's targets: under 1 s of labfleet time for
 //! 10,000 VMs over 20 nodes, about one request per cluster.
 //!
 //! The VMs are made directly on the simulator and their rows written directly: deploying 10,000

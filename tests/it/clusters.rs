@@ -1,6 +1,6 @@
-//! The cluster registry: CRUD with the seed's shapes, exactly one default, the last cluster kept,
-//! connection tests against the simulator (token, password, wrong secret, TLS), and secrets that
-//! never leave: not in responses, not in logs, not in clear text in the database.
+//! The cluster registry: CRUD with the older lab tool's shapes, exactly one default, the last
+//! cluster kept, connection tests against the simulator (token, password, wrong secret, TLS), and
+//! secrets that never leave: not in responses, not in logs, not in clear text in the database.
 
 use reqwest::Method;
 use sea_orm::{ConnectionTrait, Statement};

@@ -1,5 +1,5 @@
-//! `/api/cluster-config`: the admin's cluster registry, with the seed's request and response
-//! shapes. Secrets are accepted, never returned.
+//! `/api/cluster-config`: the admin's cluster registry, with the request and response shapes of
+//! the older lab tool's cluster API. Secrets are accepted, never returned.
 
 use axum::{
     body::Bytes,

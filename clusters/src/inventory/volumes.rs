@@ -1,6 +1,7 @@
-//! A template's volumes and what they allow: a clone may leave the template's node only if every
-//! volume (disks, cloud-init drive, ISO) is on shared storage (SUBSET.md, "Added later"), and a
-//! config clone needs every disk to be a qcow2 file on a file storage (DESIGN §2B).
+//! A template's volumes and what they allow: PVE lets a clone leave the template's node only if
+//! every volume (disks, cloud-init drive, ISO) is on shared storage, and a config clone needs
+//! every disk to be a qcow2 file on a file (directory or NFS) storage, because its overlays are
+//! qcow2 files backed by the template's base image (`docs/proxmox.md`, "Clones").
 
 use std::collections::HashMap;
 

@@ -1,5 +1,6 @@
-//! Ticket login, CSRF tokens and API tokens (FACTS §A): tickets `PVE:USER@REALM:HEXTIME::SIG`,
-//! CSRF enforced on writes made with a ticket, 2 h lifetime, 401 after a (scaled) 3 s delay.
+//! Ticket login, CSRF tokens and API tokens, as PVE does them: tickets
+//! `PVE:USER@REALM:HEXTIME::SIG`, CSRF enforced on writes made with a ticket, 2 h lifetime, API
+//! tokens without CSRF, 401 after a (scaled) 3 s delay (`docs/proxmox.md`, "Authentication").
 
 use std::sync::Arc;
 

@@ -178,7 +178,8 @@ async fn worker(
     };
     // checks, firewall config, new identity: still under the newid flock
     let prepared = ctx.work(sim.latencies.clone_prepare).await;
-    // from here on the config lock `clone` guards newid, not the flock (FACTS §C2)
+    // from here on the config lock `clone` guards newid, not the flock: like PVE, calls on newid
+    // fail with "VM is locked (clone)" until the task ends
     drop(_new_lock);
     if let Err(e) = prepared {
         sim.state().vms.remove(&newid);

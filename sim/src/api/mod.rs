@@ -1,5 +1,7 @@
 //! The REST API under /api2/json: routing by the vendored schema, parameter validation, auth,
-//! fault injection, the `{"data": …}` envelope and PVE's error shapes (FACTS §E).
+//! fault injection, the `{"data": …}` envelope and PVE's error shapes: 400 with an `errors` map
+//! for bad parameters, otherwise the message as HTTP reason phrase and as `message` in the body
+//! (`docs/proxmox.md`, "Errors").
 
 pub mod agent;
 pub mod auth;
@@ -133,7 +135,7 @@ impl Reply {
             body["message"] = json!(e.message);
         }
         let mut r = Reply::json(e.status, &body);
-        // the reason phrase is one line of visible text (FACTS §E2)
+        // PVE sends the message as the reason phrase, which can only be one line of visible text
         let reason: String = e
             .message
             .trim_end()

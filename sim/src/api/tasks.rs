@@ -1,4 +1,5 @@
-//! Task status, log and stop (FACTS §B): unknown UPIDs and wrong nodes give 400 "no such task".
+//! Task status, log and stop, as PVE serves them: unknown UPIDs and wrong nodes give 400 "no such
+//! task" (`docs/proxmox.md`, "Tasks and UPIDs").
 
 use std::sync::Arc;
 

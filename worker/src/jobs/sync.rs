@@ -13,7 +13,9 @@ use labfleet_jobs::SyncClusterArgs;
 
 use crate::context::{JobContext, JobError, JobOutcome};
 
-/// A sync holds its delivery; it must end well within a minute (DESIGN §3.4).
+/// A sync holds its delivery until it ends, and labfleet holds no delivery for longer than about
+/// a minute (long waits become delayed continuations, so RabbitMQ's consumer timeout never
+/// fires): a sync must end well within a minute.
 const SYNC_LIMIT: Duration = Duration::from_secs(50);
 
 pub(crate) async fn run(args: SyncClusterArgs, ctx: JobContext) -> Result<JobOutcome, JobError> {

@@ -1,10 +1,11 @@
-//! `config_clone` (the seed's default method): one qcow2 overlay per template disk, made over
-//! SSH with the template's base image as backing file and named the way PVE names linked clones
-//! on file storages (`<tmpl>/base-<tmpl>-disk-N.qcow2/<new>/vm-<new>-disk-N.qcow2`, SUBSET "Added
-//! later"), so PVE still refuses to delete a template its clones depend on; then a VM created
-//! with a copy of the template's config pointing at the overlays, with fresh MAC addresses, a
-//! fresh SMBIOS uuid and VM generation id, its name and our marker. No storage lock is taken for
-//! the disks (only the new cloud-init drive is allocated), which is why it scales.
+//! `config_clone` (the default method, as in the older lab tool): one qcow2 overlay per template
+//! disk, made over SSH with the template's base image as backing file and named the way PVE names
+//! linked clones on file storages (`<tmpl>/base-<tmpl>-disk-N.qcow2/<new>/vm-<new>-disk-N.qcow2`,
+//! see `docs/proxmox.md`, "Clones"), so PVE still refuses to delete a template its clones depend
+//! on; then a VM created with a copy of the template's config pointing at the overlays, with
+//! fresh MAC addresses, a fresh SMBIOS uuid and VM generation id, its name and our marker. No
+//! storage lock is taken for the disks (only the new cloud-init drive is allocated), which is why
+//! it scales.
 
 use std::time::Duration;
 

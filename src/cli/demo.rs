@@ -84,9 +84,10 @@ pub async fn run(args: DemoArgs, settings: Settings) -> anyhow::Result<ExitCode>
     }
     if !stop.is_cancelled() {
         println!(
-            "labfleet keeps serving on {} (try `labfleet deploy --template {DEMO_TEMPLATE} \
+            "labfleet keeps serving on {} (try `{} deploy --template {DEMO_TEMPLATE} \
              --count 5 --method linked_clone --name mine`); Ctrl-C stops it",
-            lab.api_url
+            lab.api_url,
+            own_command()
         );
         stop.cancelled().await;
     }
@@ -136,6 +137,26 @@ fn class_name(earlier: usize) -> String {
     }
 }
 
+/// How to run this program again from a shell: its file name (`labfleet`) when its directory is
+/// on PATH (e.g. after `cargo install --path .`), else its full path (under `cargo run`,
+/// `…/target/release/labfleet`).
+fn own_command() -> String {
+    let Ok(exe) = std::env::current_exe() else {
+        return "labfleet".to_string();
+    };
+    let on_path = exe.parent().is_some_and(|dir| {
+        std::env::var_os("PATH").is_some_and(|path| {
+            std::env::split_paths(&path).any(|p| {
+                p.as_path() == dir || std::fs::canonicalize(&p).is_ok_and(|c| c.as_path() == dir)
+            })
+        })
+    });
+    match exe.file_name() {
+        Some(name) if on_path => name.to_string_lossy().into_owned(),
+        _ => exe.display().to_string(),
+    }
+}
+
 /// True when the error comes from binding an address another process holds.
 fn caused_by_taken_address(e: &anyhow::Error) -> bool {
     e.chain().any(|cause| {
@@ -154,6 +175,11 @@ mod tests {
         assert_eq!(class_name(0), "Demo class");
         assert_eq!(class_name(1), "Demo class 2");
         assert_eq!(class_name(4), "Demo class 5");
+    }
+
+    #[test]
+    fn the_suggested_command_names_this_program() {
+        assert!(!own_command().is_empty());
     }
 
     #[test]

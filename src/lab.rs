@@ -11,7 +11,7 @@ use labfleet_sim::{SimConfig, SimHandle};
 use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
-use crate::{cli::serve::Services, components::Components};
+use crate::{components::Components, system::System};
 
 /// The `cluster_id` the simulated cluster is registered under.
 pub const SIM_CLUSTER: &str = "sim";
@@ -40,7 +40,8 @@ pub struct Lab {
     /// An admin token for the API.
     pub admin_token: String,
     stop: CancellationToken,
-    services: Services,
+    services: System,
+    parts: Components,
 }
 
 impl Lab {
@@ -65,7 +66,7 @@ impl Lab {
         };
         let parts = Components::build(settings).await?;
         let stop = CancellationToken::new();
-        let services = Services::start(&parts, stop.clone()).await?;
+        let services = System::start(&parts, stop.clone()).await?;
         let api_url = format!("http://{}", services.addr);
         let cluster_db_id = register(&parts, &sim).await?;
         let cluster = parts.clusters.get(cluster_db_id).await?;
@@ -89,6 +90,7 @@ impl Lab {
             admin_token,
             stop,
             services,
+            parts,
         })
     }
 
@@ -96,6 +98,7 @@ impl Lab {
     pub async fn stop(self) -> anyhow::Result<()> {
         self.stop.cancel();
         self.services.wait().await?;
+        self.parts.close().await?;
         self.sim.shutdown().await;
         Ok(())
     }

@@ -1,16 +1,11 @@
 //! `labfleet`: one binary for every part of the system (API, worker, scheduler, migrations,
 //! benchmarks) and its client commands.
 
-mod bench;
-mod cli;
-mod components;
-mod lab;
-mod shutdown;
-mod telemetry;
-
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
+use labfleet::{bench, cli, telemetry};
+use labfleet_jobs::Settings;
 
 /// Deploys and runs classroom and lab VMs on Proxmox VE clusters.
 #[derive(Parser)]
@@ -64,21 +59,53 @@ enum Command {
     Bench(bench::BenchCommand),
 }
 
-fn main() -> anyhow::Result<ExitCode> {
+impl Command {
+    /// Whether the command runs a part of the system and so reads the settings. The API's
+    /// client commands and the simulator read none: a stray `LABFLEET_*` variable (meant for a
+    /// server) must not stop them.
+    fn reads_settings(&self) -> bool {
+        !matches!(
+            self,
+            Command::Deploy(_) | Command::Jobs(_) | Command::Sim(_)
+        )
+    }
+
+    /// Benchmarks print figures, and the client commands and the demo keep the terminal for the
+    /// progress bar and the table: they log only warnings unless RUST_LOG asks for more.
+    fn quiet(&self) -> bool {
+        matches!(
+            self,
+            Command::Bench(_) | Command::Deploy(_) | Command::Jobs(_) | Command::Demo(_)
+        )
+    }
+}
+
+fn main() -> ExitCode {
     // One TLS crypto provider for the whole process: reqwest, lapin and russh may each pull in a
     // rustls backend, and rustls refuses to pick one when several are linked.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    let settings = labfleet_jobs::Settings::load(cli.config.as_deref())?;
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // One line a user can act on: the error and its causes, never a backtrace (even with
+            // RUST_BACKTRACE set; that is for panics).
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let settings = if cli.command.reads_settings() {
+        Settings::load(cli.config.as_deref())?
+    } else {
+        Settings::default()
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    // Benchmarks print figures, and the client commands and the demo keep the terminal for the
-    // progress bar and the table: they log only warnings unless RUST_LOG asks for more.
-    let quiet = matches!(
-        cli.command,
-        Command::Bench(_) | Command::Deploy(_) | Command::Jobs(_) | Command::Demo(_)
-    );
+    let quiet = cli.command.quiet();
     runtime.block_on(async move {
         telemetry::init(&settings.log, quiet);
         let done = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);

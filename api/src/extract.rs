@@ -18,6 +18,23 @@ pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
             field: None,
         });
     }
+    // Every body is a JSON object: say so in those words rather than naming our Rust type.
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
+        let got = match value {
+            serde_json::Value::Object(_) => None,
+            serde_json::Value::Array(_) => Some("an array"),
+            serde_json::Value::String(_) => Some("a string"),
+            serde_json::Value::Number(_) => Some("a number"),
+            serde_json::Value::Bool(_) => Some("a boolean"),
+            serde_json::Value::Null => Some("null"),
+        };
+        if let Some(got) = got {
+            return Err(ApiError::BadRequest {
+                message: format!("the request body must be a JSON object, not {got}"),
+                field: Some("body".into()),
+            });
+        }
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

@@ -20,6 +20,9 @@ pub enum SecretKeyError {
     /// The configured key is not 32 bytes of hex or base64.
     #[error("the secret key must be 32 bytes written as 64 hex digits or base64 (e.g. `openssl rand -hex 32`)")]
     Malformed,
+    /// The configured key is well formed but guessable.
+    #[error("the secret key is too weak: its 32 bytes are {0}; use a random key (e.g. `openssl rand -hex 32`)")]
+    Weak(&'static str),
     /// The key file cannot be read or written.
     #[error("secret key file {path}: {error}")]
     File {
@@ -59,6 +62,18 @@ impl SecretBox {
             .or_else(|| STANDARD.decode(key).ok())
             .filter(|b| b.len() == 32)
             .ok_or(SecretKeyError::Malformed)?;
+        // A random key repeats no byte value more than a handful of times; a key of one
+        // repeated byte (all zeros, say) or with under 8 distinct values is a placeholder.
+        let distinct = bytes
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        if distinct == 1 {
+            return Err(SecretKeyError::Weak("all the same value"));
+        }
+        if distinct < 8 {
+            return Err(SecretKeyError::Weak("fewer than 8 distinct values"));
+        }
         Ok(SecretBox {
             cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&bytes)),
         })
@@ -176,7 +191,8 @@ mod tests {
     use super::*;
 
     fn key() -> SecretBox {
-        SecretBox::from_encoded(&"ab".repeat(32)).unwrap()
+        SecretBox::from_encoded("5f0c9a3e71b24d8e6a1f3c0b9d72e4a85b6c1d0e9f8a7b6c5d4e3f2a1b0c9d8e")
+            .unwrap()
     }
 
     #[test]
@@ -190,7 +206,10 @@ mod tests {
         );
         assert!(b.open("c2", "password", &sealed).is_err());
         assert!(b.open("c1", "token_secret", &sealed).is_err());
-        let other = SecretBox::from_encoded(&"cd".repeat(32)).unwrap();
+        let other = SecretBox::from_encoded(
+            "0123456789abcdeffedcba98765432100f1e2d3c4b5a69788796a5b4c3d2e1f0",
+        )
+        .unwrap();
         assert!(other.open("c1", "password", &sealed).is_err());
     }
 
@@ -205,6 +224,18 @@ mod tests {
     fn malformed_keys_are_refused() {
         assert!(SecretBox::from_encoded("short").is_err());
         assert!(SecretBox::from_encoded(&"zz".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn weak_keys_are_refused_saying_why() {
+        for key in ["00".repeat(32), "ab".repeat(32), "0102".repeat(16)] {
+            let err = SecretBox::from_encoded(&key).unwrap_err();
+            assert!(matches!(err, SecretKeyError::Weak(_)), "{key}: {err}");
+            assert!(err.to_string().contains("too weak"), "{err}");
+        }
+        // Digits only is still a fine hex key.
+        let digits = "3141592653589793238462643383279502884197169399375105820974944592";
+        assert!(SecretBox::from_encoded(digits).is_ok());
     }
 
     #[test]

@@ -328,6 +328,15 @@ impl Default for LogSettings {
 /// runs `labfleet serve` may well export.
 const NOT_SETTINGS: [&str; 3] = ["LABFLEET_CONFIG", "LABFLEET_SERVER", "LABFLEET_TOKEN"];
 
+/// Variables taken as the exact string they hold. Every other `LABFLEET_*` value is parsed
+/// (numbers, booleans), which would turn a key of 64 zeros into `0` and a token `0123` into
+/// `123`.
+const VERBATIM: [(&str, &str); 3] = [
+    ("LABFLEET_SECRET_KEY", "secret_key"),
+    ("LABFLEET_ADMIN_TOKEN", "admin_token"),
+    ("LABFLEET_QUEUE_PREFIX", "queue_prefix"),
+];
+
 /// Why settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
@@ -343,7 +352,11 @@ impl Settings {
             builder = builder.add_source(config::File::from(path).required(true));
         }
         let env: std::collections::HashMap<String, String> = std::env::vars()
-            .filter(|(k, _)| k.starts_with("LABFLEET_") && !NOT_SETTINGS.contains(&k.as_str()))
+            .filter(|(k, _)| {
+                k.starts_with("LABFLEET_")
+                    && !NOT_SETTINGS.contains(&k.as_str())
+                    && !VERBATIM.iter().any(|(var, _)| var == k)
+            })
             .collect();
         builder = builder.add_source(
             config::Environment::with_prefix("LABFLEET")
@@ -352,7 +365,8 @@ impl Settings {
                 .try_parsing(true)
                 .source(Some(env)),
         );
-        for (var, key) in [("DATABASE_URL", "database_url"), ("AMQP_URL", "amqp_url")] {
+        let verbatim = [("DATABASE_URL", "database_url"), ("AMQP_URL", "amqp_url")];
+        for (var, key) in verbatim.into_iter().chain(VERBATIM) {
             if let Ok(value) = std::env::var(var) {
                 if !value.is_empty() {
                     builder = builder

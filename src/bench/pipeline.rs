@@ -11,15 +11,11 @@ use std::{
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use labfleet_jobs::{
-    db,
-    queue::{MemoryQueue, RabbitQueue},
-    store::NewJob,
-    JobSpec, JobStore, NoopArgs, Publisher, Queue, Settings,
-};
+use labfleet_jobs::{store::NewJob, JobSpec, JobStore, NoopArgs, Publisher, Settings};
 use sea_orm::ConnectionTrait;
 
 use super::scratch::{self, child_env, use_rabbit_postgres, ScratchPostgres};
+use crate::components::Components;
 
 /// Which setups to measure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -90,15 +86,9 @@ async fn rabbit_postgres(
     let scratch = ScratchPostgres::create(&args.postgres_url).await?;
     use_rabbit_postgres(&mut settings, &scratch.url, &args.amqp_url);
     let result = async {
-        let conn = db::connect(&settings).await?;
-        db::migrate(&conn).await?;
-        let store = JobStore::new(conn);
-        let queue = Queue::Rabbit(RabbitQueue::new(
-            args.amqp_url.clone(),
-            settings.queue_prefix.clone(),
-            settings.queue_expires_ms,
-        ));
-        let (publisher, _marker) = Publisher::start(queue, store.clone());
+        // The parts `labfleet serve` builds; the workers are separate processes.
+        let parts = Components::build(settings.clone()).await?;
+        let (store, publisher) = (parts.store.clone(), parts.publisher.clone());
         let exe = std::env::current_exe()?;
         let mut children = Vec::new();
         for _ in 0..args.workers {
@@ -132,21 +122,10 @@ async fn embedded(args: &PipelineArgs, mut settings: Settings) -> anyhow::Result
     settings.amqp_url = None;
     settings.data_dir = dir.clone();
     let result = async {
-        let conn = db::connect(&settings).await?;
-        db::migrate(&conn).await?;
-        let store = JobStore::new(conn);
-        let (publisher, _marker) =
-            Publisher::start(Queue::Memory(MemoryQueue::new()), store.clone());
-        let clusters = labfleet_clusters::ClusterStore::new(
-            store.db().clone(),
-            crate::components::secret_box(&settings)?,
-        );
-        let worker = labfleet_worker::Worker::new(
-            store.clone(),
-            publisher.clone(),
-            clusters,
-            settings.clone(),
-        );
+        // The parts `labfleet serve` builds, and its worker; no API or scheduler.
+        let parts = Components::build(settings).await?;
+        let (store, publisher) = (parts.store.clone(), parts.publisher.clone());
+        let worker = parts.worker();
         let stop = tokio_util::sync::CancellationToken::new();
         let task = tokio::spawn(worker.run_until_stopped(stop.clone().cancelled_owned()));
         let measured = drive(args, &store, &publisher, &[std::process::id()]).await;

@@ -11,7 +11,7 @@ use labfleet_jobs::Settings;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
-use crate::components;
+use crate::components::{self, IfMissing};
 
 /// `labfleet user …`
 #[derive(Subcommand)]
@@ -62,8 +62,10 @@ pub enum TokenCommand {
     },
 }
 
-async fn store(settings: &Settings) -> anyhow::Result<AccessStore> {
-    Ok(AccessStore::new(components::database(settings).await?))
+async fn store(settings: &Settings, if_missing: IfMissing) -> anyhow::Result<AccessStore> {
+    Ok(AccessStore::new(
+        components::cli_database(settings, if_missing).await?,
+    ))
 }
 
 /// Writes an audit row for a change made from the command line; a failure is reported, not fatal
@@ -85,7 +87,11 @@ pub async fn audit(store: &AccessStore, action: &str, target: String, detail: Va
 
 /// Runs a `user` subcommand.
 pub async fn user(settings: Settings, command: UserCommand) -> anyhow::Result<()> {
-    let store = store(&settings).await?;
+    let if_missing = match command {
+        UserCommand::Create { .. } => IfMissing::Create,
+        UserCommand::List | UserCommand::Disable { .. } => IfMissing::Refuse,
+    };
+    let store = store(&settings, if_missing).await?;
     match command {
         UserCommand::Create { name, role } => {
             let user = store.create_user(&name, role).await?;
@@ -140,7 +146,11 @@ pub async fn user(settings: Settings, command: UserCommand) -> anyhow::Result<()
 
 /// Runs a `token` subcommand.
 pub async fn token(settings: Settings, command: TokenCommand) -> anyhow::Result<()> {
-    let store = store(&settings).await?;
+    let if_missing = match command {
+        TokenCommand::Create { .. } => IfMissing::Create,
+        TokenCommand::Revoke { .. } => IfMissing::Refuse,
+    };
+    let store = store(&settings, if_missing).await?;
     match command {
         TokenCommand::Create {
             user,

@@ -105,9 +105,21 @@ pub struct Job {
     /// The requested page of children; empty when it has none.
     #[serde(default)]
     pub children: Vec<serde_json::Value>,
+    /// When it was accepted.
+    #[serde(default)]
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When it finished.
+    #[serde(default)]
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Job {
+    /// How long the job took on the server, accepted to finished; none while it runs.
+    pub fn took(&self) -> Option<std::time::Duration> {
+        let (from, to) = (self.created_at?, self.finished_at?);
+        (to - from).to_std().ok()
+    }
+
     /// The class a `deploy_class` job fills (other class jobs remove VMs: no table to show).
     pub fn deployed_class(&self) -> Option<i64> {
         if self.kind != "deploy_class" {

@@ -10,8 +10,10 @@
 
 use std::{io::ErrorKind, process::ExitCode};
 
+use anyhow::Context;
 use clap::Args;
 use labfleet_jobs::Settings;
+use secrecy::SecretString;
 
 use super::{
     client::{ApiClient, NewClass},
@@ -45,8 +47,15 @@ pub struct DemoArgs {
     time_scale: f64,
 }
 
+/// The demo's admin token file in the data directory (like the secret key, it outlives a run).
+const TOKEN_FILE: &str = "demo-admin.token";
+
 /// Runs the demo until Ctrl-C or SIGTERM.
-pub async fn run(args: DemoArgs, settings: Settings) -> anyhow::Result<ExitCode> {
+pub async fn run(args: DemoArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
+    if settings.admin_token.is_none() {
+        // The same token at every start, so an exported LABFLEET_TOKEN keeps working.
+        settings.admin_token = Some(kept_token(&settings.data_dir.join(TOKEN_FILE))?);
+    }
     let stop = shutdown::on_signal();
     let bind = settings.bind;
     let options = LabOptions {
@@ -140,7 +149,7 @@ fn class_name(earlier: usize) -> String {
 /// How to run this program again from a shell: its file name (`labfleet`) when its directory is
 /// on PATH (e.g. after `cargo install --path .`), else its full path (under `cargo run`,
 /// `…/target/release/labfleet`).
-fn own_command() -> String {
+pub(crate) fn own_command() -> String {
     let Ok(exe) = std::env::current_exe() else {
         return "labfleet".to_string();
     };
@@ -155,6 +164,29 @@ fn own_command() -> String {
         Some(name) if on_path => name.to_string_lossy().into_owned(),
         _ => exe.display().to_string(),
     }
+}
+
+/// The token kept in `path`, made (random, readable by its owner only) on the first run.
+fn kept_token(path: &std::path::Path) -> anyhow::Result<SecretString> {
+    use std::io::Write;
+    let context = || format!("cannot keep the demo's admin token in {}", path.display());
+    match std::fs::read_to_string(path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(SecretString::from(text.trim())),
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(context),
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(context)?;
+    }
+    let token = hex::encode(rand::random::<[u8; 24]>());
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).with_context(context)?;
+    writeln!(file, "{token}").with_context(context)?;
+    Ok(SecretString::from(token))
 }
 
 /// True when the error comes from binding an address another process holds.

@@ -123,7 +123,11 @@ pub async fn run(args: DeployArgs) -> ExitCode {
         Ok(Deployment::Interrupted { job_id }) => {
             println!();
             println!("Stopped watching. The deployment continues on the server; follow it with");
-            println!("  labfleet jobs watch {job_id} --server {}", client.base());
+            println!(
+                "  {} jobs watch {job_id} --server {}",
+                super::demo::own_command(),
+                client.base()
+            );
             ExitCode::from(EXIT_INTERRUPTED)
         }
         Err(e) => {
@@ -189,7 +193,9 @@ impl Finished {
         class_id: i64,
         started: Instant,
     ) -> Result<Finished, ClientError> {
-        let wall = started.elapsed();
+        // The job's own time, so a job watched after it finished shows how long it took, not
+        // how long the watch did.
+        let wall = job.took().unwrap_or_else(|| started.elapsed());
         let class = client.class(class_id).await?;
         Ok(Finished { job, class, wall })
     }

@@ -43,7 +43,12 @@ pub async fn run(cmd: JobsCommand) -> ExitCode {
                     .await?
                     .report()),
                 None => {
-                    println!("job {id} {}", job.status);
+                    match job.took() {
+                        Some(took) => {
+                            println!("job {id} {} in {:.1} s", job.status, took.as_secs_f64())
+                        }
+                        None => println!("job {id} {}", job.status),
+                    }
                     if let Some(error) = &job.error {
                         println!("job error: {error}");
                     }

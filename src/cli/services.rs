@@ -20,14 +20,7 @@ pub async fn api(settings: Settings) -> anyhow::Result<()> {
     }
     let parts = Components::build(settings).await?;
     let stop = shutdown::on_signal();
-    let app = labfleet_api::Application::build(
-        parts.settings.clone(),
-        parts.store.clone(),
-        parts.publisher.clone(),
-        parts.clusters.clone(),
-    )
-    .await
-    .with_context(|| format!("cannot listen on {}", parts.settings.bind))?;
+    let app = parts.api().await?;
     tracing::info!(addr = %app.local_addr()?, "API listening");
     app.run_until_stopped(stop.cancelled_owned()).await?;
     Ok(())

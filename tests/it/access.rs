@@ -61,8 +61,8 @@ const ROUTES: &[(&str, &str, Access)] = &[
     ("DELETE", "/api/classes/{id}", Teacher),
     ("POST", "/api/classes/{id}/retry-failed", Teacher),
     ("POST", "/api/cluster-config/{db_id}/sync", Admin),
-    ("GET", "/api/templates", Admin),
-    ("GET", "/api/isos", Admin),
+    ("GET", "/api/templates", Teacher),
+    ("GET", "/api/isos", Teacher),
     ("GET", "/api/vms", AnyRole),
     ("GET", "/api/vms/{id}", AnyRole),
     ("POST", "/api/vms/{id}/power", AnyRole),
@@ -838,4 +838,55 @@ async fn the_cli_creates_users_and_tokens_that_the_api_accepts() {
     );
     assert!(!log.to_string().contains(&gina_token[3..]));
     app.finish().await;
+}
+
+/// Teachers deploy by template id, so they read the templates and ISOs of the active clusters
+/// that allow deployment, and nothing of the others; students read neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teachers_read_the_inventory_of_clusters_that_allow_deployment() {
+    use crate::inventory::CLUSTER;
+    let lab = crate::deploy::Lab::start(Backend::Embedded, |_| {}).await;
+    let app = &lab.app;
+    let teacher = new_user(app, "tina", "teacher").await;
+    let student = new_user(app, "sam", "student").await;
+    let read = |token: String, path: &'static str| async move {
+        call_as(app, Some(&token), Method::GET, path, None).await
+    };
+    let (code, body) = read(teacher.token.clone(), "/api/templates").await;
+    assert_eq!(code, 200, "{body}");
+    let vmids: Vec<i64> = body["templates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["vmid"].as_i64().unwrap())
+        .collect();
+    assert!(vmids.contains(&104), "{body}");
+    let (code, body) = read(teacher.token.clone(), "/api/isos").await;
+    assert_eq!(code, 200, "{body}");
+    assert!(!body["isos"].as_array().unwrap().is_empty(), "{body}");
+    for path in ["/api/templates", "/api/isos"] {
+        assert_eq!(read(student.token.clone(), path).await.0, 403, "{path}");
+    }
+
+    let (code, body) = app
+        .call(
+            Method::PUT,
+            &format!("/api/cluster-config/{}", lab.cluster_db_id),
+            Some(json!({"allow_vm_deployment": false})),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = read(teacher.token.clone(), "/api/templates").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["templates"], json!([]), "{body}");
+    let (code, body) = read(teacher.token.clone(), "/api/isos").await;
+    assert_eq!((code, &body["isos"]), (200, &json!([])), "{body}");
+    let path = format!("/api/templates?cluster={CLUSTER}");
+    let (code, body) = call_as(app, Some(&teacher.token), Method::GET, &path, None).await;
+    assert_eq!(code, 404, "{body}");
+    // Admins still read it.
+    let (code, body) = app.call(Method::GET, &path, None).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(!body["templates"].as_array().unwrap().is_empty(), "{body}");
+    lab.app.finish().await;
 }

@@ -283,11 +283,13 @@ fn free_port() -> u16 {
 async fn demo_deploys_a_class_serves_it_stops_on_sigterm_and_runs_again() {
     let dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
+    let mut tokens = Vec::new();
     for (run, class_name) in [(1, "Demo class"), (2, "Demo class 2")] {
         let port = free_port();
         let mut demo = Demo::start(dir.path(), port);
         let token_line = demo.wait_for(|l| l.starts_with("admin token:")).await;
         let token = token_line.split_whitespace().last().unwrap().to_string();
+        tokens.push(token.clone());
         demo.wait_for(|l| l.contains("3 of 3 VMs ready")).await;
         let rows = table_rows(&(demo.seen.join("\n") + "\n"));
         assert_eq!(rows.len(), 3, "run {run}: {:#?}", demo.seen);
@@ -313,7 +315,80 @@ async fn demo_deploys_a_class_serves_it_stops_on_sigterm_and_runs_again() {
 
         let status = demo.terminate().await;
         assert!(status.success(), "run {run}: {status:?}");
+        // A clean stop folds SQLite's write-ahead log back into the database file.
+        assert!(dir.path().join("labfleet.db").exists());
+        assert!(
+            !dir.path().join("labfleet.db-wal").exists(),
+            "run {run}: the WAL was left beside the database"
+        );
     }
+    // The demo keeps its admin token in its data directory: an exported token keeps working.
+    assert_eq!(
+        tokens[0], tokens[1],
+        "the demo's token changed between runs"
+    );
+}
+
+/// `labfleet user list` run where there is no labfleet database says so (and creates none),
+/// instead of listing nobody from a new empty database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_command_on_a_directory_without_a_database_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = labfleet()
+        .args(["user", "list"])
+        .env("LABFLEET_DATA_DIR", dir.path())
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("there is no labfleet database at"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("labfleet.db").exists(),
+        "a database was made"
+    );
+    // One line, no backtrace, even with RUST_BACKTRACE set.
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
+/// A user error is one clear line even with RUST_BACKTRACE=1, and the client commands, which
+/// read no settings, are not stopped by a stray (server) LABFLEET_* variable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_errors_are_one_line_and_client_commands_ignore_server_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = labfleet()
+        .args(["migrate"])
+        .env("LABFLEET_DATA_DIR", dir.path())
+        .env("LABFLEET_NO_SUCH_SETTING", "1")
+        .env("LABFLEET_WORKER__LEASE_SECS", "not a number")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(!stderr.contains("Stack backtrace"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+
+    // `jobs watch` needs only its server and token: it gets as far as asking the server.
+    let port = free_port();
+    let output = labfleet()
+        .args(["jobs", "watch", "00000000-0000-0000-0000-000000000000"])
+        .args(["--server", &format!("http://127.0.0.1:{port}")])
+        .env("LABFLEET_TOKEN", "t")
+        .env("LABFLEET_WORKER__LEASE_SECS", "not a number")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("lease_secs"), "{stderr}");
+    assert!(stderr.contains(&port.to_string()), "{stderr}");
+    assert!(!stderr.contains("Stack backtrace"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -338,4 +413,70 @@ async fn demo_says_clearly_when_its_address_is_taken() {
         stderr.contains(&format!("{addr} is already in use")),
         "{stderr}"
     );
+}
+
+/// `LABFLEET_SECRET_KEY` is taken as written: a key of 64 zeros is refused as too weak (saying
+/// so, not that it is malformed), and a key of decimal digits only is accepted as hex.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secret_key_is_read_verbatim_and_a_weak_one_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let legacy = dir.path().join("clusters.json");
+    std::fs::write(&legacy, "[]").unwrap();
+    let import = |key: String| {
+        labfleet()
+            .arg("import-clusters")
+            .arg(&legacy)
+            .env("LABFLEET_DATA_DIR", dir.path())
+            .env("LABFLEET_SECRET_KEY", key)
+            .env("RUST_LOG", "warn")
+            .output()
+    };
+    let out = import("0".repeat(64)).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the secret key is too weak"), "{stderr}");
+    let digits = "3141592653589793238462643383279502884197169399375105820974944592";
+    let out = import(digits.to_string()).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("0 imported"),
+        "{stderr}"
+    );
+}
+
+/// `labfleet jobs watch` on a job that finished long ago reports the job's own duration (from
+/// its accepted and finished times), not the watch's fraction of a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watching_a_finished_job_reports_how_long_the_job_took() {
+    // Proxmox-like latencies: three linked clones on one storage take about 1.3 s.
+    let lab = Lab::start_with_sim(Backend::Embedded, |_| {}, |sim| sim.time_scale = 1.0).await;
+    let (_, job) = lab
+        .create_class(crate::deploy::class_body("Watched", "linked_clone", 3))
+        .await;
+    let done = lab.wait_finished(job, Duration::from_secs(60)).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    let output = labfleet()
+        .args(["jobs", "watch", &job.to_string()])
+        .args(["--server", &lab.app.url("")])
+        .env("LABFLEET_TOKEN", TOKEN)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    let summary = stdout
+        .lines()
+        .find(|l| l.contains(&format!("job {job} succeeded in ")))
+        .unwrap_or_else(|| panic!("no summary line: {stdout}"));
+    let secs: f64 = summary
+        .rsplit(" in ")
+        .next()
+        .and_then(|t| t.trim_end_matches(" s").parse().ok())
+        .unwrap_or_else(|| panic!("no duration: {summary}"));
+    assert!(
+        secs >= 1.0,
+        "the job took about 1.3 s, the summary says {secs} s: {stdout}"
+    );
+    lab.app.finish().await;
 }

@@ -82,6 +82,43 @@ impl Lab {
         )
     }
 
+    /// Starts a linked-clone class of `count` VMs and waits until `first` of them exist, the
+    /// deployment still running (so a fault injected next lands in its middle); returns
+    /// (class_id, job_id).
+    pub(crate) async fn deploy_until_first_vms(
+        &self,
+        name: &str,
+        count: u32,
+        first: i64,
+    ) -> (i64, Uuid) {
+        let (class_id, job) = self
+            .create_class(class_body(name, "linked_clone", count))
+            .await;
+        let seen = self
+            .app
+            .wait_job(job, Duration::from_secs(60), |j| {
+                j["progress"]["succeeded"].as_i64().unwrap_or(0) >= first
+            })
+            .await;
+        assert_eq!(seen["status"], "running", "the deployment ended too soon");
+        (class_id, job)
+    }
+
+    /// Checks that the class's `count` VMs each exist once with a VMID of their own, and that
+    /// nothing else was made (no orphan, no duplicate).
+    pub(crate) async fn check_every_vm_once(&self, class_id: i64, count: usize) {
+        let vms = self.check_vms_exist(class_id, count).await;
+        let vmids: BTreeSet<i64> = vms.iter().map(|v| v["vmid"].as_i64().unwrap()).collect();
+        assert_eq!(vmids.len(), count, "a VMID is used twice");
+        let clones: Vec<_> = self
+            .guests()
+            .await
+            .into_iter()
+            .filter(|(_, (_, _, template))| !template)
+            .collect();
+        assert_eq!(clones.len(), count, "orphans or duplicates: {clones:?}");
+    }
+
     pub(crate) async fn wait_finished(&self, job: Uuid, within: Duration) -> Value {
         self.app
             .wait_job(job, within, |j| {
@@ -568,6 +605,16 @@ async fn bad_class_requests_get_a_4xx_naming_the_field() {
         .await;
     assert_eq!(status, 400, "{err}");
     assert_eq!(err["field"], "template_id", "{err}");
+    // A body that is not an object is named as such, not by our internal type's name.
+    let (status, err) = lab
+        .app
+        .call(Method::POST, "/api/classes", Some(json!([])))
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(
+        err["error"], "the request body must be a JSON object, not an array",
+        "{err}"
+    );
     for path in ["/api/classes/abc", "/api/classes/0"] {
         let (status, err) = lab.app.call(Method::GET, path, None).await;
         assert_eq!(status, 400, "{path}: {err}");
@@ -889,5 +936,75 @@ async fn a_foreign_vm_that_appears_on_a_planned_vmid_gets_it_quarantined() {
         .unwrap()
         .unwrap();
     assert_eq!(row.try_get::<String>("", "state").unwrap(), "quarantined");
+    lab.app.finish().await;
+}
+
+/// A clone that we started but whose record was lost (an outage between Proxmox accepting the
+/// clone and the row saying so) is still being made when the VM's job looks again. Proxmox keeps
+/// a placeholder config without our marker until the copy ends, so the job must wait and then
+/// adopt it, not call it foreign and clone again on another VMID (one VM made twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clone_of_ours_still_being_made_is_awaited_and_adopted_not_made_twice() {
+    // Slow clones (about 3 s for a linked clone), so the retry looks while ours is copying.
+    let lab = Lab::start_with_sim(Backend::Embedded, |_| {}, |sim| sim.time_scale = 4.0).await;
+    // The first attempt fails for good: the template's storage is full.
+    lab.api
+        .set_faults(json!({"storage_full": ["nfs-shared"]}))
+        .await;
+    let (class_id, job) = lab
+        .create_class(class_body("Lost record", "linked_clone", 1))
+        .await;
+    let done = lab.wait_finished(job, Duration::from_secs(60)).await;
+    assert_eq!(done["status"], "failed", "{done:#}");
+    lab.api.set_faults(json!({})).await;
+    let vm = lab.class(class_id).await["vms"][0].clone();
+    assert_eq!(vm["state"], "failed", "{vm}");
+    let (vm_id, vmid) = (vm["id"].as_i64().unwrap(), vm["vmid"].as_i64().unwrap());
+
+    // The clone "our earlier run" started: same VMID, name and marker as the worker sends.
+    let marker = Marker {
+        class_id,
+        class_vm_id: vm_id,
+    };
+    let params = CloneParams::linked(vmid as u32)
+        .name(vm["name"].as_str().unwrap())
+        .description(marker.description(Some("Introductory lab")))
+        .target(vm["node"].as_str().unwrap());
+    let upid = lab
+        .api
+        .client
+        .qemu_clone("pve1", 104, &params)
+        .await
+        .unwrap();
+    let (status, body) = lab
+        .app
+        .call(
+            Method::POST,
+            &format!("/api/classes/{class_id}/retry-failed"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert!(
+        lab.qemu_resources()
+            .await
+            .iter()
+            .any(|r| r.vmid == Some(vmid as u32) && r.lock.as_deref() == Some("clone")),
+        "the clone ended before the retry looked; the test proves nothing"
+    );
+    let done = lab.wait_finished(job, Duration::from_secs(60)).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    lab.api.wait(upid).await;
+    let vm = lab.class(class_id).await["vms"][0].clone();
+    assert_eq!(vm["vmid"], vmid, "the VM moved to another VMID: {vm}");
+    assert_eq!(vm["state"], "created", "{vm}");
+    let clones: Vec<i64> = lab
+        .guests()
+        .await
+        .into_iter()
+        .filter(|(_, (_, _, template))| !template)
+        .map(|(vmid, _)| vmid)
+        .collect();
+    assert_eq!(clones, vec![vmid], "one VM, made once");
     lab.app.finish().await;
 }

@@ -7,15 +7,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use labfleet_jobs::{
-    db,
-    queue::{MemoryQueue, RabbitQueue},
-    JobStore, Publisher, Queue, Settings,
-};
+use labfleet_jobs::{db, JobStore, Queue, Settings};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde_json::Value;
-use tokio::{sync::OnceCell, task::JoinHandle};
+use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -45,7 +41,7 @@ pub struct TestApp {
     pub database_url: String,
     stop: CancellationToken,
     stop_scheduler: CancellationToken,
-    tasks: Vec<JoinHandle<()>>,
+    system: Option<labfleet::system::System>,
     db_name: Option<String>,
     _dir: tempfile::TempDir,
 }
@@ -78,6 +74,28 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
     s
 }
 
+/// Polls `condition` every 25 ms until it yields a value and returns that value; panics with
+/// `what` and the last thing seen once `within` has passed. The one way tests wait: on a
+/// condition, with a deadline. An absence is proven by waiting on a positive sign that the
+/// component ran (its tick record moved on, its job finished), then looking.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut condition: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        match condition().await {
+            Ok(value) => return value,
+            Err(seen) => assert!(
+                Instant::now() < deadline,
+                "{what}: not within {within:?}; last seen: {seen}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 pub fn hex_id() -> String {
     format!("{:08x}", rand::random::<u32>())
 }
@@ -95,72 +113,34 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
     }
     tweak(&mut settings);
     let database_url = settings.effective_database_url();
-    let conn = db::connect(&settings).await.expect("connect");
-    db::migrate(&conn).await.expect("migrate");
-    let clusters = labfleet_clusters::ClusterStore::new(
-        conn.clone(),
-        labfleet_clusters::SecretBox::from_encoded(
-            settings.secret_key.as_ref().expect("key").expose_secret(),
-        )
-        .expect("key"),
-    );
-    let store = JobStore::new(conn);
-    let queue = match &settings.amqp_url {
-        Some(url) => Queue::Rabbit(RabbitQueue::new(
-            url.clone(),
-            settings.queue_prefix.clone(),
-            settings.queue_expires_ms,
-        )),
-        None => Queue::Memory(MemoryQueue::new()),
-    };
-    let (publisher, _marker) = Publisher::start(queue.clone(), store.clone());
+    // The same wiring as `labfleet serve`: components from the settings, then the system on
+    // them; the scheduler gets a stop of its own so a test can run replicas instead.
+    let parts = labfleet::components::Components::build(settings.clone())
+        .await
+        .expect("components");
     let stop = CancellationToken::new();
-    let shared = Arc::new(settings.clone());
-    let api = labfleet_api::Application::build(
-        shared.clone(),
-        store.clone(),
-        publisher.clone(),
-        clusters.clone(),
+    let stop_scheduler = stop.child_token();
+    let system = labfleet::system::System::start_with_scheduler_stop(
+        &parts,
+        stop.clone(),
+        stop_scheduler.clone(),
     )
     .await
-    .expect("bind");
-    let addr = api.local_addr().expect("addr");
-    let mut tasks = Vec::new();
-    let s = stop.clone();
-    tasks.push(tokio::spawn(async move {
-        let _ = api.run_until_stopped(s.cancelled_owned()).await;
-    }));
-    let worker = labfleet_worker::Worker::new(
-        store.clone(),
-        publisher.clone(),
-        clusters.clone(),
-        settings.clone(),
-    );
-    tasks.push(tokio::spawn(
-        worker.run_until_stopped(stop.clone().cancelled_owned()),
-    ));
-    let stop_scheduler = CancellationToken::new();
-    let scheduler = labfleet_scheduler::Scheduler::new(
-        shared.clone(),
-        store.clone(),
-        publisher.clone(),
-        clusters.clone(),
-    );
-    tasks.push(tokio::spawn(
-        scheduler.run_until_stopped(stop_scheduler.clone().cancelled_owned()),
-    ));
+    .expect("start the system");
+    let addr = system.addr;
+    let queue = parts.publisher.queue().clone();
     TestApp {
         addr,
-        clusters,
+        clusters: parts.clusters.clone(),
         http: reqwest::Client::new(),
-        store,
+        store: parts.store.clone(),
         settings,
         queue,
-        publisher,
+        publisher: parts.publisher.clone(),
         database_url,
         stop,
         stop_scheduler,
-        tasks,
+        system: Some(system),
         db_name,
         _dir: dir,
     }
@@ -228,18 +208,20 @@ impl TestApp {
         within: Duration,
         done: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = Instant::now() + within;
-        loop {
-            let job = self.job(id).await;
-            if done(&job) {
-                return job;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "job did not reach the expected state in time: {job:#}"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let done = &done;
+        eventually(
+            within,
+            "the job did not reach the expected state",
+            || async move {
+                let job = self.job(id).await;
+                if done(&job) {
+                    Ok(job)
+                } else {
+                    Err(format!("{job:#}"))
+                }
+            },
+        )
+        .await
     }
 
     /// `labfleet <subcommand>` as a child process on this system's database, broker, queue
@@ -306,9 +288,8 @@ impl TestApp {
             }
         }
         self.stop.cancel();
-        self.stop_scheduler.cancel();
-        for t in self.tasks {
-            let _ = t.await;
+        if let Some(system) = self.system {
+            let _ = system.wait().await;
         }
         // At-least-once delivery may leave duplicates of finished jobs (a message prefetched
         // when the worker stopped goes back to the queue). Anything left must be such a

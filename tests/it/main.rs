@@ -9,6 +9,7 @@ mod clusters;
 mod deploy;
 mod harness;
 mod inventory;
+mod job_store;
 mod jobs_api;
 mod jobs_engine;
 mod outages;

@@ -100,6 +100,11 @@ async fn power_ok(lab: &Lab, vm: &Value, body: Value) -> Value {
     let done = power(lab, vm, body).await;
     assert_eq!(done["status"], "succeeded", "{done:#}");
     assert_eq!(done["kind"], "vm_power");
+    // What it was doing ("shutting down … (stopped hard after 60 s)") ended with it.
+    assert!(
+        done["step"].is_null(),
+        "a finished job keeps its step: {done:#}"
+    );
     done["result"].clone()
 }
 

@@ -1,12 +1,14 @@
 //! Real restarts of the shared RabbitMQ and PostgreSQL servers. They disturb every other test, so
 //! they are ignored in the parallel suite and run alone afterwards:
-//! `cargo test --test it restarts -- --ignored --test-threads=1` (`.ci/run` does this).
+//! `cargo test --workspace --test it restarts -- --ignored --test-threads=1` (`.ci/run` does
+//! this).
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
-use crate::harness::{spawn_app, Backend};
+use crate::deploy::Lab;
+use crate::harness::{eventually, spawn_app, Backend};
 
 fn run(cmd: &str, args: &[&str]) {
     let status = std::process::Command::new(cmd)
@@ -15,6 +17,72 @@ fn run(cmd: &str, args: &[&str]) {
         .status()
         .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
     assert!(status.success(), "{cmd} {args:?} failed: {status}");
+}
+
+fn restart_postgres() {
+    run(
+        "pg_ctlcluster",
+        &[
+            "--skip-systemctl-redirect",
+            &postgres_version(),
+            "main",
+            "restart",
+        ],
+    );
+}
+
+fn restart_rabbitmq() {
+    run("rabbitmqctl", &["stop_app"]);
+    run("rabbitmqctl", &["start_app"]);
+}
+
+/// A 100-VM linked-clone deploy on the simulator at Proxmox-like latencies (about 26 s, the clones
+/// queueing on one shared storage), `restart` run once the first VMs exist: the job succeeds,
+/// every VM exists once with its own VMID, and nothing else was made.
+async fn deploy_through(restart: fn()) {
+    let lab = Lab::start_with_sim(Backend::Real, |_| {}, |sim| sim.time_scale = 1.0).await;
+    let (class_id, job) = lab.deploy_until_first_vms("Restart 101", 100, 3).await;
+    restart();
+    // The API may answer 503 while its connections heal: poll until it answers.
+    let done: Value = eventually(
+        Duration::from_secs(180),
+        "the deploy did not finish",
+        || {
+            let lab = &lab;
+            async move {
+                let (code, body) = lab
+                    .app
+                    .call(reqwest::Method::GET, &format!("/api/jobs/{job}"), None)
+                    .await;
+                let finished = matches!(
+                    body["status"].as_str(),
+                    Some("succeeded" | "failed" | "dead" | "cancelled")
+                );
+                if code == 200 && finished {
+                    Ok(body)
+                } else {
+                    Err(format!("{code} {}", body["progress"]))
+                }
+            }
+        },
+    )
+    .await;
+    assert_eq!(done["status"], "succeeded", "{:#}", done["progress"]);
+    assert_eq!(done["progress"]["succeeded"], 100);
+    lab.check_every_vm_once(class_id, 100).await;
+    lab.app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "restarts the shared RabbitMQ; run alone with --ignored"]
+async fn a_real_broker_restart_during_a_deploy_leaves_every_vm_once() {
+    deploy_through(restart_rabbitmq).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "restarts the shared PostgreSQL; run alone with --ignored"]
+async fn a_real_database_restart_during_a_deploy_leaves_every_vm_once() {
+    deploy_through(restart_postgres).await;
 }
 
 fn postgres_version() -> String {
@@ -40,12 +108,12 @@ async fn a_real_broker_restart_loses_no_job() {
     run("rabbitmqctl", &["stop_app"]);
     let during = app.submit_noop(json!({})).await;
     run("rabbitmqctl", &["start_app"]);
-    for id in [parent, during] {
-        let job = app
-            .wait_status(id, "succeeded", Duration::from_secs(90))
-            .await;
-        assert_eq!(job["progress"]["failed"], 0, "{job:#}");
-    }
+    let job = app
+        .wait_status(parent, "succeeded", Duration::from_secs(90))
+        .await;
+    assert_eq!(job["progress"]["succeeded"], 50, "{job:#}");
+    app.wait_status(during, "succeeded", Duration::from_secs(90))
+        .await;
     app.finish().await;
 }
 
@@ -60,15 +128,7 @@ async fn a_real_database_restart_loses_no_job() {
         j["progress"]["succeeded"].as_i64().unwrap_or(0) > 0
     })
     .await;
-    run(
-        "pg_ctlcluster",
-        &[
-            "--skip-systemctl-redirect",
-            &postgres_version(),
-            "main",
-            "restart",
-        ],
-    );
+    restart_postgres();
     let job = app
         .wait_status(parent, "succeeded", Duration::from_secs(90))
         .await;

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::deploy::{class_body, Lab};
-use crate::harness::{Backend, TestApp};
+use crate::harness::{eventually, Backend, TestApp};
 
 async fn scalar_rows(app: &TestApp, sql: &str) -> Vec<sea_orm::QueryResult> {
     let db = app.store.db();
@@ -64,6 +64,30 @@ async fn wait_for_syncs(app: &TestApp, n: usize, within: Duration) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// How often the named tick has run, by its record.
+async fn runs(app: &TestApp, name: &str) -> i64 {
+    tick(&status(app).await, name)["runs"].as_i64().unwrap_or(0)
+}
+
+/// Waits until the named tick's record shows at least `more` runs after `since`; returns the
+/// count. A run that began before `since` may be among them, so callers that need a run started
+/// after some change ask for one more.
+async fn await_runs(app: &TestApp, name: &str, since: i64, more: i64, within: Duration) -> i64 {
+    eventually(
+        within,
+        &format!("{name} did not run {more} more times"),
+        || async move {
+            let n = runs(app, name).await;
+            if n >= since + more {
+                Ok(n)
+            } else {
+                Err(format!("{n} runs"))
+            }
+        },
+    )
+    .await
 }
 
 /// A replica running in a task, stoppable cleanly or killed.
@@ -288,9 +312,12 @@ async fn periodic_sync_follows_the_toggles_and_skips_an_unreachable_cluster() {
             .await;
         assert_eq!(code, 200, "{resp}");
     }
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    // Proven on the tick's record: two runs that began after the change, then two more, and
+    // not one of them made a sync job.
+    let toggled = runs(app, "inventory_sync").await;
+    let settled = await_runs(app, "inventory_sync", toggled, 2, Duration::from_secs(10)).await;
     let before = scheduled_syncs(app).await.len();
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    await_runs(app, "inventory_sync", settled, 2, Duration::from_secs(10)).await;
     assert_eq!(scheduled_syncs(app).await.len(), before);
     lab.app.finish().await;
 }
@@ -337,6 +364,21 @@ async fn started_class(lab: &Lab, name: &str, count: usize) -> Vec<(i64, i64)> {
         .collect()
 }
 
+/// Waits until a sweep has recorded the class VM `id` idle.
+async fn idle_since(app: &TestApp, id: i64, within: Duration) {
+    eventually(within, "no idle history recorded", || async move {
+        let rows = scalar_rows(
+            app,
+            &format!("SELECT idle_since FROM vm_activity WHERE class_vm_id = {id}"),
+        )
+        .await;
+        let since: Option<chrono::DateTime<chrono::Utc>> =
+            rows.first().and_then(|r| r.try_get("", "idle_since").ok());
+        since.map(|_| ()).ok_or_else(|| "no idle_since".to_string())
+    })
+    .await
+}
+
 async fn wait_stopped(lab: &Lab, vmid: i64, within: Duration) -> Instant {
     let deadline = Instant::now() + within;
     loop {
@@ -381,9 +423,14 @@ async fn idle_shutdown_touches_only_idle_managed_vms(backend: Backend) {
         lab.api.set_cpu(vmid, 0.08).await;
     }
 
-    // Auto-shutdown off: nothing happens however long they idle.
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    assert!(running(&lab).await.values().filter(|r| **r).count() >= 4);
+    // Auto-shutdown off: nothing happens however long they idle. Twelve sweeps of 300 ms
+    // outlast the 3 s window.
+    let off = runs(&lab.app, "idle_sweep").await;
+    await_runs(&lab.app, "idle_sweep", off, 12, Duration::from_secs(15)).await;
+    let now = running(&lab).await;
+    for vmid in [idle.1, busy.1, flagged.1, 19_990] {
+        assert!(now[&vmid], "VM {vmid} stopped while auto-shutdown was off");
+    }
 
     let resp = set_cluster(
         &lab,
@@ -392,14 +439,17 @@ async fn idle_shutdown_touches_only_idle_managed_vms(backend: Backend) {
     .await;
     assert_eq!(resp["cluster"]["idle_cpu_percent"], 10.0, "{resp}");
     let enabled = Instant::now();
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    lab.api.set_cpu(busy.1, 0.6).await; // becomes busy inside its window
+    // The busy one becomes busy inside its window, once a sweep has recorded it idle.
+    idle_since(&lab.app, busy.0, Duration::from_secs(5)).await;
+    lab.api.set_cpu(busy.1, 0.6).await;
     wait_stopped(&lab, idle.1, Duration::from_secs(15)).await;
     assert!(
         enabled.elapsed() >= Duration::from_secs(3),
         "shut down before its window"
     );
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Two sweeps that began after the shutdown, when the others had idled past the window too.
+    let after = runs(&lab.app, "idle_sweep").await;
+    await_runs(&lab.app, "idle_sweep", after, 3, Duration::from_secs(10)).await;
     let now = running(&lab).await;
     assert!(now[&busy.1], "a busy VM was shut down");
     assert!(now[&flagged.1], "a keep-running VM was shut down");
@@ -437,25 +487,31 @@ async fn a_scheduler_restart_in_the_middle_of_an_idle_window_loses_no_history() 
     let vms = started_class(&lab, "Restart lab", 1).await;
     let (id, vmid) = vms[0];
     lab.api.set_cpu(vmid, 0.0).await;
-    // Wait until the idle stretch is recorded.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let idle_seen = loop {
-        let rows = scalar_rows(
-            &lab.app,
-            &format!("SELECT idle_since FROM vm_activity WHERE class_vm_id = {id}"),
-        )
-        .await;
-        let since: Option<chrono::DateTime<chrono::Utc>> =
-            rows.first().and_then(|r| r.try_get("", "idle_since").ok());
-        if since.is_some() {
-            break Instant::now();
-        }
-        assert!(Instant::now() < deadline, "no idle history recorded");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    // Wait until the idle stretch is recorded, and a few sweeps (about a second) beyond.
+    idle_since(&lab.app, id, Duration::from_secs(5)).await;
+    let idle_seen = Instant::now();
+    let seen = runs(&lab.app, "idle_sweep").await;
+    await_runs(&lab.app, "idle_sweep", seen, 3, Duration::from_secs(5)).await;
     lab.app.stop_own_scheduler();
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    // Down until its lease is released and a second has passed since its last sweep began.
+    eventually(
+        Duration::from_secs(5),
+        "the stopped scheduler kept running",
+        || async {
+            let s = status(&lab.app).await;
+            let last: Option<chrono::DateTime<chrono::Utc>> = tick(&s, "idle_sweep")
+                ["last_started_at"]
+                .as_str()
+                .and_then(|t| t.parse().ok());
+            let quiet = last.is_some_and(|t| chrono::Utc::now() - t > chrono::Duration::seconds(1));
+            if s["leader"].is_null() && quiet {
+                Ok(())
+            } else {
+                Err(format!("{s}"))
+            }
+        },
+    )
+    .await;
     let second = replica(&lab.app, "after-restart");
     let restarted = Instant::now();
     let stopped = wait_stopped(&lab, vmid, Duration::from_secs(15)).await;
@@ -580,7 +636,26 @@ async fn after_missed_sweeps_proxmox_history_confirms_before_a_shutdown() {
         (1, 1, 0),
         "{first:?}"
     );
-    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    // Until this cluster's last sweep is older than the allowed gap (by its own record).
+    eventually(
+        Duration::from_secs(10),
+        "the sweep record did not age",
+        || async {
+            let rows = scalar_rows(
+                &lab.app,
+                "SELECT last_finished_at FROM scheduler_ticks WHERE name LIKE 'idle_sweep/%'",
+            )
+            .await;
+            let last: Option<chrono::DateTime<chrono::Utc>> = rows
+                .first()
+                .and_then(|r| r.try_get("", "last_finished_at").ok());
+            match last {
+                Some(t) if chrono::Utc::now() - t > chrono::Duration::milliseconds(3_200) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
     // Idle for longer than the window, but nobody looked in between: one rrddata read decides.
     let second = sweeper.idle_sweep_once().await.unwrap();
     assert_eq!((second.requests, second.shutdowns), (2, 1), "{second:?}");

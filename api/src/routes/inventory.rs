@@ -119,12 +119,19 @@ pub(crate) struct IsoList {
     isos: Vec<IsoView>,
 }
 
-/// The filter and every cluster's `cluster_id` by row id; an unknown cluster is a 404.
+/// The filter and the `cluster_id` of every cluster the caller may read, by row id; an unknown
+/// cluster is a 404. Admins read every cluster's inventory; teachers, who deploy by template id,
+/// read that of the active clusters that allow deployment (any other is unknown to them).
 async fn resolve(
     state: &AppState,
+    caller: &Caller,
     params: ListParams,
 ) -> Result<(InventoryFilter, HashMap<i64, String>), ApiError> {
-    let clusters = state.clusters.list().await?;
+    caller.require_teacher()?;
+    let mut clusters = state.clusters.list().await?;
+    if !caller.is_admin() {
+        clusters.retain(|c| c.is_active && c.allow_vm_deployment);
+    }
     let cluster_db_id = match &params.cluster {
         Some(wanted) => Some(
             clusters
@@ -147,8 +154,8 @@ fn cluster_name(names: &HashMap<i64, String>, db_id: i64) -> String {
     names.get(&db_id).cloned().unwrap_or_default()
 }
 
-/// List templates (admin for now; teachers will read them too). Gone templates only with
-/// `include_gone=true`.
+/// List templates (admins: every cluster's; teachers: those of active clusters that allow
+/// deployment). Gone templates only with `include_gone=true`.
 #[utoipa::path(get, path = "/api/templates", tag = "inventory", params(ListParams),
     security(("bearer" = [])),
     responses((status = 200, body = TemplateList), (status = 400, body = crate::error::ErrorBody),
@@ -159,16 +166,17 @@ pub(crate) async fn templates(
     State(state): State<AppState>,
     Query(params): Query<ListParams>,
 ) -> Result<Json<TemplateList>, ApiError> {
-    caller.require_admin()?;
-    let (filter, names) = resolve(&state, params).await?;
+    let (filter, names) = resolve(&state, &caller, params).await?;
     let rows = state
         .clusters
         .inventory()
         .templates(filter)
         .await
         .map_err(ClusterError::from)?;
-    let templates = rows
+    let rows = rows
         .into_iter()
+        .filter(|r| names.contains_key(&r.cluster_db_id));
+    let templates = rows
         .map(|t| {
             let cluster = cluster_name(&names, t.cluster_db_id);
             TemplateView::new(t, cluster)
@@ -180,8 +188,9 @@ pub(crate) async fn templates(
     }))
 }
 
-/// List ISOs (admin for now; teachers will read them too). An ISO on a shared storage is listed
-/// once with `node` empty; one on a local storage once per node.
+/// List ISOs (admins: every cluster's; teachers: those of active clusters that allow
+/// deployment). An ISO on a shared storage is listed once with `node` empty; one on a local
+/// storage once per node.
 #[utoipa::path(get, path = "/api/isos", tag = "inventory", params(ListParams),
     security(("bearer" = [])),
     responses((status = 200, body = IsoList), (status = 400, body = crate::error::ErrorBody),
@@ -192,16 +201,17 @@ pub(crate) async fn isos(
     State(state): State<AppState>,
     Query(params): Query<ListParams>,
 ) -> Result<Json<IsoList>, ApiError> {
-    caller.require_admin()?;
-    let (filter, names) = resolve(&state, params).await?;
+    let (filter, names) = resolve(&state, &caller, params).await?;
     let rows = state
         .clusters
         .inventory()
         .isos(filter)
         .await
         .map_err(ClusterError::from)?;
-    let isos = rows
+    let rows = rows
         .into_iter()
+        .filter(|r| names.contains_key(&r.cluster_db_id));
+    let isos = rows
         .map(|i| {
             let cluster = cluster_name(&names, i.cluster_db_id);
             IsoView::new(i, cluster)

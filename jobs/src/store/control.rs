@@ -5,7 +5,7 @@ use chrono::Utc;
 use sea_orm::{ConnectionTrait, TransactionTrait};
 use uuid::Uuid;
 
-use super::{event, insert_events, sql, JobStore, StoreError};
+use super::{event, insert_events, sql, update_in_id_order, JobStore, StoreError};
 use crate::{spec::Family, status::JobStatus};
 
 /// What `cancel` did.
@@ -52,24 +52,29 @@ impl JobStore {
             // retry, hand-back) then cancels it itself, whatever the interleaving.
             txn.execute(sql(
                 backend,
-                &format!(
-                    "UPDATE jobs SET cancel_requested = ?, updated_at = ? WHERE {scope} \
-                     AND status IN ('queued', 'running', 'retrying')"
+                &update_in_id_order(
+                    backend,
+                    &format!("{scope} AND status IN ('queued', 'running', 'retrying')"),
+                    "cancel_requested = ?, updated_at = ?",
+                    "",
                 ),
-                vec![true.into(), now.into(), id.into()],
+                vec![id.into(), true.into(), now.into()],
             ))
             .await?;
             // Nobody holds these: cancel them now.
             let cancelled = txn
                 .query_all(sql(
                     backend,
-                    &format!(
-                        "UPDATE jobs SET status = 'cancelled', error = ?, finished_at = ?, \
-                         updated_at = ? WHERE {scope} AND \
-                         (status IN ('queued', 'retrying') OR (status = 'running' AND lease_owner IS NULL)) \
-                         RETURNING id, attempts"
+                    &update_in_id_order(
+                        backend,
+                        &format!(
+                            "{scope} AND (status IN ('queued', 'retrying') \
+                             OR (status = 'running' AND lease_owner IS NULL))"
+                        ),
+                        "status = 'cancelled', step = NULL, error = ?, finished_at = ?, updated_at = ?",
+                        "id, attempts",
                     ),
-                    vec![reason.into(), now.into(), now.into(), id.into()],
+                    vec![id.into(), reason.into(), now.into(), now.into()],
                 ))
                 .await?;
             for r in &cancelled {
@@ -131,11 +136,13 @@ impl JobStore {
         let children = txn
             .query_all(sql(
                 backend,
-                &format!(
-                    "UPDATE jobs SET {reset} WHERE parent_id = ? \
-                     AND status IN ('failed', 'dead', 'cancelled') RETURNING id, family"
+                &update_in_id_order(
+                    backend,
+                    "parent_id = ? AND status IN ('failed', 'dead', 'cancelled')",
+                    reset,
+                    "id, family",
                 ),
-                vec![false.into(), false.into(), now.into(), id.into()],
+                vec![id.into(), false.into(), false.into(), now.into()],
             ))
             .await?;
         let mut requeued = Vec::new();

@@ -8,8 +8,8 @@ use serde_json::Value as Json;
 use uuid::Uuid;
 
 use super::{
-    create::insert_jobs, event, insert_events, placeholders, query::child_counts_on, sql, JobStore,
-    StoreError,
+    create::insert_jobs, event, insert_events, placeholders, query::child_counts_on, sql,
+    update_in_id_order, JobStore, StoreError,
 };
 use crate::{spec::Family, status::JobStatus, store::NewJob};
 
@@ -114,6 +114,9 @@ const CLAIM_COLUMNS: &str =
 
 const CANCELLED_ON_REQUEST: &str = "cancelled on request";
 
+/// The event of a cancelled parent whose children all succeeded all the same.
+const CANCEL_TOO_LATE: &str = "every child finished before the cancel could stop it";
+
 /// How early a delayed message may arrive and still be honoured (delay rounding, clock skew).
 const EARLY_TOLERANCE_MS: i64 = 100;
 
@@ -139,6 +142,17 @@ impl JobStore {
         // another, so only the current run can write the outcome.
         let token = Uuid::new_v4();
         let txn = self.db.begin().await?;
+        // The statements below change different subsets of these rows; taking every row's lock
+        // up front, in id order, keeps the whole transaction in the one lock order every
+        // multi-row write follows (see `update_in_id_order`).
+        if backend == sea_orm::DatabaseBackend::Postgres && ids.len() > 1 {
+            txn.execute(sql(
+                backend,
+                &format!("SELECT id FROM jobs WHERE id IN ({in_ids}) ORDER BY id FOR UPDATE"),
+                id_values().collect(),
+            ))
+            .await?;
+        }
 
         // Jobs whose cancellation was requested while nobody held them end here, instead of
         // being refused by every claim.
@@ -149,7 +163,7 @@ impl JobStore {
             .query_all(sql(
                 backend,
                 &format!(
-                    "UPDATE jobs SET status = 'cancelled', error = ?, finished_at = ?, updated_at = ?, \
+                    "UPDATE jobs SET status = 'cancelled', step = NULL, error = ?, finished_at = ?, updated_at = ?, \
                      next_run_at = NULL WHERE id IN ({in_ids}) AND cancel_requested = ? \
                      AND (status IN ('queued', 'retrying') OR (status = 'running' AND lease_owner IS NULL)) \
                      RETURNING id, attempts"
@@ -246,7 +260,7 @@ impl JobStore {
             let (set, mut values, status, message): (&str, Vec<Value>, JobStatus, Option<String>) =
                 match &c.outcome {
                     Outcome::Succeeded { result } => (
-                        "status = 'succeeded', result = ?, error = NULL, finished_at = ?, \
+                        "status = 'succeeded', step = NULL, result = ?, error = NULL, finished_at = ?, \
                          lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL",
                         vec![result.clone().into(), now.into()],
                         JobStatus::Succeeded,
@@ -260,14 +274,14 @@ impl JobStore {
                         Some(format!("{error}; next attempt at {}", at.to_rfc3339())),
                     ),
                     Outcome::Failed { error } => (
-                        "status = 'failed', error = ?, finished_at = ?, \
+                        "status = 'failed', step = NULL, error = ?, finished_at = ?, \
                          lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL",
                         vec![error.clone().into(), now.into()],
                         JobStatus::Failed,
                         Some(error.clone()),
                     ),
                     Outcome::Dead { error } => (
-                        "status = 'dead', error = ?, finished_at = ?, \
+                        "status = 'dead', step = NULL, error = ?, finished_at = ?, \
                          lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL",
                         vec![error.clone().into(), now.into()],
                         JobStatus::Dead,
@@ -287,7 +301,7 @@ impl JobStore {
                         None,
                     ),
                     Outcome::Cancelled { reason } => (
-                        "status = 'cancelled', error = ?, finished_at = ?, \
+                        "status = 'cancelled', step = NULL, error = ?, finished_at = ?, \
                          lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL",
                         vec![reason.clone().into(), now.into()],
                         JobStatus::Cancelled,
@@ -332,7 +346,7 @@ impl JobStore {
                 let res = txn
                     .execute(sql(
                         backend,
-                        "UPDATE jobs SET status = 'cancelled', error = ?, finished_at = ?, \
+                        "UPDATE jobs SET status = 'cancelled', step = NULL, error = ?, finished_at = ?, \
                          next_run_at = NULL, updated_at = ? WHERE id = ? \
                          AND status IN ('running', 'retrying') \
                          AND lease_owner IS NULL AND cancel_requested = ?",
@@ -374,9 +388,13 @@ impl JobStore {
             .db
             .query_all(sql(
                 backend,
-                "UPDATE jobs SET lease_expires_at = ? WHERE lease_owner = ? AND status = 'running' \
-                 RETURNING id, lease_token, cancel_requested",
-                vec![lease_until.into(), owner.into()],
+                &update_in_id_order(
+                    backend,
+                    "lease_owner = ? AND status = 'running'",
+                    "lease_expires_at = ?",
+                    "id, lease_token, cancel_requested",
+                ),
+                vec![owner.into(), lease_until.into()],
             ))
             .await?;
         rows.iter()
@@ -475,7 +493,8 @@ impl JobStore {
     }
 
     /// Finishes parents whose children have all finished: `succeeded` when every child
-    /// succeeded, else `failed` naming how many failed. A parent still held by a worker, or with
+    /// succeeded, else `failed` naming how many failed. A parent cancelled while its children
+    /// ran becomes `succeeded` when every child succeeded after all. A parent still held by a worker, or with
     /// an unfinished child, is left alone; the update re-checks that condition itself, so two
     /// children finishing at once finish their parent exactly once.
     pub async fn finalize_parents(&self, parents: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
@@ -490,7 +509,7 @@ impl JobStore {
                     backend,
                     "UPDATE jobs SET status = CASE WHEN EXISTS (SELECT 1 FROM jobs c \
                      WHERE c.parent_id = ? AND c.status IN ('failed', 'dead', 'cancelled')) \
-                     THEN 'failed' ELSE 'succeeded' END, finished_at = ?, updated_at = ? \
+                     THEN 'failed' ELSE 'succeeded' END, step = NULL, finished_at = ?, updated_at = ? \
                      WHERE id = ? AND status = 'running' AND lease_owner IS NULL \
                      AND next_run_at IS NULL \
                      AND EXISTS (SELECT 1 FROM jobs c WHERE c.parent_id = ?) \
@@ -533,6 +552,33 @@ impl JobStore {
                     None
                 };
                 insert_events(&txn, vec![event(*parent, now, &status, attempts, error)]).await?;
+                finished.push(*parent);
+            } else if let Some(row) = txn
+                .query_one(sql(
+                    backend,
+                    // Cancelled while its children ran, and every one of them finished its work
+                    // anyway (a clone done before the cancel could stop it): nothing was
+                    // cancelled, so the parent says what happened.
+                    "UPDATE jobs SET status = 'succeeded', error = NULL, step = NULL, \
+                     finished_at = ?, updated_at = ? WHERE id = ? AND status = 'cancelled' \
+                     AND EXISTS (SELECT 1 FROM jobs c WHERE c.parent_id = ?) \
+                     AND NOT EXISTS (SELECT 1 FROM jobs c \
+                     WHERE c.parent_id = ? AND c.status <> 'succeeded') \
+                     RETURNING attempts",
+                    vec![
+                        now.into(),
+                        now.into(),
+                        (*parent).into(),
+                        (*parent).into(),
+                        (*parent).into(),
+                    ],
+                ))
+                .await?
+            {
+                let attempts: i32 = row.try_get("", "attempts")?;
+                let note = Some(CANCEL_TOO_LATE.to_string());
+                let done = JobStatus::Succeeded.as_str();
+                insert_events(&txn, vec![event(*parent, now, done, attempts, note)]).await?;
                 finished.push(*parent);
             }
             txn.commit().await?;

@@ -113,6 +113,35 @@ pub fn sql(backend: DatabaseBackend, text: &str, values: Vec<Value>) -> Statemen
     Statement::from_sql_and_values(backend, text, values)
 }
 
+/// A write to many rows of `jobs` that locks them in id order before it changes any: the rows
+/// `filter` selects are locked (`FOR UPDATE` on PostgreSQL) in id order, then each gets `set`.
+/// Every multi-row write locks that way, so two of them (a lease renewal and a batch of
+/// completions, say) that share rows wait for each other instead of deadlocking; a wait ends
+/// with the row re-read, and rows that no longer match `filter` are left out. The values of
+/// `filter` come first, then those of `set`. `returning` lists columns, or is empty.
+pub(crate) fn update_in_id_order(
+    backend: DatabaseBackend,
+    filter: &str,
+    set: &str,
+    returning: &str,
+) -> String {
+    // SQLite has one writer at a time: it needs no row locks, and has none.
+    let lock = if backend == DatabaseBackend::Postgres {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
+    let returning = if returning.is_empty() {
+        String::new()
+    } else {
+        format!(" RETURNING {returning}")
+    };
+    format!(
+        "WITH target AS (SELECT id FROM jobs WHERE {filter} ORDER BY id{lock}) \
+         UPDATE jobs SET {set} WHERE id IN (SELECT id FROM target){returning}"
+    )
+}
+
 /// `?, ?, ?` for `n` values.
 pub fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")

@@ -80,7 +80,7 @@ pub struct JobSummary {
     pub started_at: Option<DateTime<Utc>>,
     /// When it finished.
     pub finished_at: Option<DateTime<Utc>>,
-    /// What it is doing now (set by its handler).
+    /// What it is doing now (set by its handler); none once it has finished.
     pub step: Option<String>,
 }
 

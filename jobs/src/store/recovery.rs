@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use sea_orm::{ConnectionTrait, QueryResult, TransactionTrait};
 use uuid::Uuid;
 
-use super::{event, insert_events, sql, JobStore, StoreError};
+use super::{event, insert_events, sql, update_in_id_order, JobStore, StoreError};
 use crate::{spec::Family, store::create::IDEMPOTENCY_WINDOW_HOURS};
 
 /// A job whose message must be published (again), and when it is due.
@@ -38,16 +38,20 @@ impl JobStore {
         let rows = txn
             .query_all(sql(
                 backend,
-                "UPDATE jobs SET status = CASE WHEN cancel_requested THEN 'cancelled' \
-                 WHEN attempts >= max_attempts THEN 'dead' ELSE 'retrying' END, \
-                 error = CASE WHEN cancel_requested THEN 'cancelled on request' \
-                 ELSE 'worker lost while running the job (lease expired)' END, \
-                 finished_at = CASE WHEN cancel_requested OR attempts >= max_attempts THEN ? ELSE NULL END, \
-                 lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL, next_run_at = ?, \
-                 published = ?, updated_at = ? \
-                 WHERE status = 'running' AND lease_owner IS NOT NULL AND lease_expires_at < ? \
-                 RETURNING id, status, attempts, error",
-                vec![now.into(), now.into(), false.into(), now.into(), now.into()],
+                &update_in_id_order(
+                    backend,
+                    "status = 'running' AND lease_owner IS NOT NULL AND lease_expires_at < ?",
+                    "status = CASE WHEN cancel_requested THEN 'cancelled' \
+                     WHEN attempts >= max_attempts THEN 'dead' ELSE 'retrying' END, \
+                     error = CASE WHEN cancel_requested THEN 'cancelled on request' \
+                     ELSE 'worker lost while running the job (lease expired)' END, \
+                     finished_at = CASE WHEN cancel_requested OR attempts >= max_attempts THEN ? ELSE NULL END, \
+                     step = CASE WHEN cancel_requested OR attempts >= max_attempts THEN NULL ELSE step END, \
+                     lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL, next_run_at = ?, \
+                     published = ?, updated_at = ?",
+                    "id, status, attempts, error",
+                ),
+                vec![now.into(), now.into(), now.into(), false.into(), now.into()],
             ))
             .await?;
         let mut ids = Vec::with_capacity(rows.len());
@@ -84,30 +88,37 @@ impl JobStore {
             .db
             .query_all(sql(
                 backend,
-                &format!(
-                    "UPDATE jobs SET updated_at = ? WHERE id IN (SELECT id FROM jobs \
-                     WHERE published = ? AND {waiting} AND updated_at < ? \
-                     ORDER BY updated_at LIMIT {SWEEP_LIMIT}) \
-                     RETURNING id, family, next_run_at"
+                &update_in_id_order(
+                    backend,
+                    &format!(
+                        "id IN (SELECT id FROM jobs WHERE published = ? AND {waiting} \
+                         AND updated_at < ? ORDER BY updated_at LIMIT {SWEEP_LIMIT})"
+                    ),
+                    "updated_at = ?",
+                    "id, family, next_run_at",
                 ),
-                vec![now.into(), false.into(), grace_cutoff.into()],
+                vec![false.into(), grace_cutoff.into(), now.into()],
             ))
             .await?;
         let stale = self
             .db
             .query_all(sql(
                 backend,
-                &format!(
-                    "UPDATE jobs SET updated_at = ? WHERE id IN (SELECT id FROM jobs \
-                     WHERE published = ? AND {waiting} AND updated_at < ? \
-                     AND (next_run_at IS NULL OR next_run_at < ?) ORDER BY id LIMIT {SWEEP_LIMIT}) \
-                     RETURNING id, family, next_run_at"
+                &update_in_id_order(
+                    backend,
+                    &format!(
+                        "id IN (SELECT id FROM jobs WHERE published = ? AND {waiting} \
+                         AND updated_at < ? AND (next_run_at IS NULL OR next_run_at < ?) \
+                         ORDER BY id LIMIT {SWEEP_LIMIT})"
+                    ),
+                    "updated_at = ?",
+                    "id, family, next_run_at",
                 ),
                 vec![
-                    now.into(),
                     true.into(),
                     stale_cutoff.into(),
                     stale_cutoff.into(),
+                    now.into(),
                 ],
             ))
             .await?;
@@ -168,14 +179,16 @@ impl JobStore {
             return Ok(());
         }
         let backend = self.db.get_database_backend();
-        let mut values = vec![true.into()];
-        values.extend(ids.iter().map(|id| (*id).into()));
+        let mut values: Vec<sea_orm::Value> = ids.iter().map(|id| (*id).into()).collect();
+        values.push(true.into());
         self.db
             .execute(sql(
                 backend,
-                &format!(
-                    "UPDATE jobs SET published = ? WHERE id IN ({})",
-                    super::placeholders(ids.len())
+                &update_in_id_order(
+                    backend,
+                    &format!("id IN ({})", super::placeholders(ids.len())),
+                    "published = ?",
+                    "",
                 ),
                 values,
             ))

@@ -48,7 +48,8 @@ pub(crate) async fn run(args: VmPowerArgs, ctx: JobContext) -> Result<JobOutcome
     let node = match found {
         Found::Ours {
             in_progress: true, ..
-        } => {
+        }
+        | Found::BeingMade => {
             ctx.set_step(format!("waiting for VM {} to be made", vm.vmid))
                 .await;
             return Ok(park_plain("VM still being made"));

@@ -88,7 +88,8 @@ pub(crate) async fn vm(args: ClassVmArgs, ctx: JobContext) -> Result<JobOutcome,
             }
             Found::Ours {
                 in_progress: true, ..
-            } => {
+            }
+            | Found::BeingMade => {
                 ctx.set_step("waiting for its clone to finish").await;
                 return Ok(park(Duration::from_secs(1), "clone still running"));
             }
@@ -209,7 +210,8 @@ pub(crate) async fn orphan(args: OrphanArgs, ctx: JobContext) -> Result<JobOutco
             }
             Found::Ours {
                 in_progress: true, ..
-            } => {
+            }
+            | Found::BeingMade => {
                 ctx.set_step("waiting for its clone to finish").await;
                 return Ok(park(Duration::from_secs(1), "clone still running"));
             }

@@ -116,6 +116,12 @@ pub(crate) enum Found {
         in_progress: bool,
         running: bool,
     },
+    /// A guest still being made (`lock: clone` or `create`) whose config carries no marker yet:
+    /// while a clone copies, Proxmox keeps a placeholder config (`# qmclone temporary file`,
+    /// `lock: clone`) and writes the real one, our description included, only at the end. Until
+    /// then it may be a clone we started (before a crash or an outage lost its record) or
+    /// someone else's; only its finished config tells, so callers wait and look again.
+    BeingMade,
     /// Something else.
     Foreign { node: String },
 }
@@ -153,13 +159,16 @@ pub(crate) async fn inspect(
         .get("description")
         .and_then(|d| Marker::parse(&d))
         .is_some_and(|m| m.class_vm_id == class_vm_id);
+    let lock = config.lock().or_else(|| entry.lock.clone());
+    let in_progress = matches!(lock.as_deref(), Some("clone" | "create"));
     let found = if ours {
-        let lock = config.lock().or_else(|| entry.lock.clone());
         Found::Ours {
             node,
-            in_progress: matches!(lock.as_deref(), Some("clone" | "create")),
+            in_progress,
             running: entry.status.as_deref() == Some("running"),
         }
+    } else if in_progress {
+        Found::BeingMade
     } else {
         Found::Foreign { node }
     };

@@ -289,6 +289,15 @@ impl VmRun<'_> {
                     .await;
                 return Ok(Some(park(Duration::from_secs(1), "earlier clone running")));
             }
+            Found::BeingMade => {
+                self.ctx
+                    .set_step(format!(
+                        "waiting for the clone on VMID {} to finish, to tell whose it is",
+                        self.vm.vmid
+                    ))
+                    .await;
+                return Ok(Some(park(Duration::from_secs(1), "a clone on our VMID")));
+            }
             Found::Ours { running, .. } => {
                 tracing::info!(vmid = self.vm.vmid, "adopting a VM made by an earlier run");
                 let state = if running {

@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use labfleet_clusters::{ClusterStore, SecretBox};
+use labfleet_config::Settings;
+use labfleet_db as db;
 use labfleet_jobs::{
-    db,
     queue::{MemoryQueue, RabbitQueue},
-    JobStore, Publisher, Queue, Settings,
+    JobStore, Publisher, Queue,
 };
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 

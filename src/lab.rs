@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use labfleet_clusters::{inventory::SyncScope, ClusterInput};
-use labfleet_jobs::Settings;
+use labfleet_config::Settings;
 use labfleet_sim::{SimConfig, SimHandle};
 use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;

@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use labfleet::{bench, cli, telemetry};
-use labfleet_jobs::Settings;
+use labfleet_config::Settings;
 
 /// Deploys and runs classroom and lab VMs on Proxmox VE clusters.
 #[derive(Parser)]

@@ -1,6 +1,6 @@
 //! Logging set-up: `tracing` with an env filter, human-readable by default, JSON lines by flag.
 
-use labfleet_jobs::settings::LogSettings;
+use labfleet_config::LogSettings;
 use tracing_subscriber::{fmt, EnvFilter};
 
 /// Installs the global subscriber. `quiet` keeps benchmarks' output to their figures.

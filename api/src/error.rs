@@ -138,7 +138,7 @@ impl From<StoreError> for ApiError {
 
 impl From<sea_orm::DbErr> for ApiError {
     fn from(e: sea_orm::DbErr) -> Self {
-        if labfleet_jobs::store::is_connection_error(&e) {
+        if labfleet_db::is_connection_error(&e) {
             ApiError::Unavailable("the database is unavailable; try again shortly".into())
         } else {
             ApiError::Internal(e.to_string())

@@ -12,7 +12,8 @@ use axum::{
 };
 use labfleet_access::{AccessStore, Authenticator};
 use labfleet_clusters::ClusterStore;
-use labfleet_jobs::{JobStore, Publisher, Settings};
+use labfleet_config::Settings;
+use labfleet_jobs::{JobStore, Publisher};
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 
 use crate::{error::ApiError, openapi, routes, state::AppState, telemetry};

@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use labfleet_access::{Authenticator, NewAuditEvent};
 use labfleet_clusters::ClusterStore;
+use labfleet_config::Settings;
 use labfleet_deploy::ClassStore;
-use labfleet_jobs::{JobStore, Publisher, Settings};
+use labfleet_jobs::{JobStore, Publisher};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::{auth::Caller, extract::Source};

@@ -2,9 +2,8 @@
 
 use chrono::Utc;
 use labfleet_entities::{class, class_vm};
-use std::collections::HashMap;
 
-use labfleet_jobs::store::{placeholders, sql};
+use labfleet_db::sql;
 use sea_orm::{
     sea_query::Expr, ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait,
     DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
@@ -12,37 +11,10 @@ use sea_orm::{
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::request::NewClass;
-
-/// Where a VM of a class is in its life (`class_vms.state`).
-pub mod vm_state {
-    /// Placed and given a VMID; nothing asked of Proxmox yet.
-    pub const PLANNED: &str = "planned";
-    /// Its clone task runs (`upid` says which).
-    pub const CLONING: &str = "cloning";
-    /// Exists on Proxmox, powered off.
-    pub const CREATED: &str = "created";
-    /// Its start task runs.
-    pub const STARTING: &str = "starting";
-    /// Exists and runs (classes with `start`).
-    pub const RUNNING: &str = "running";
-    /// Gave up with an error (`error` says why).
-    pub const FAILED: &str = "failed";
-    /// Being destroyed.
-    pub const DELETING: &str = "deleting";
-    /// Made, but its cluster no longer lists it (found by reconciliation).
-    pub const MISSING: &str = "missing";
-}
-
-/// Class states (`classes.state`).
-pub mod class_state {
-    /// In use.
-    pub const ACTIVE: &str = "active";
-    /// Its VMs are being destroyed.
-    pub const DELETING: &str = "deleting";
-    /// Gone (kept for the record).
-    pub const DELETED: &str = "deleted";
-}
+use crate::{
+    request::NewClass,
+    state::{ClassState, VmState},
+};
 
 /// Access to classes. Cheap to clone.
 #[derive(Clone)]
@@ -108,7 +80,7 @@ impl ClassStore {
             pool_size: Set(new.pool_size as i32),
             idle_cpu_percent: Set(new.idle_cpu_percent),
             idle_minutes: Set(new.idle_minutes),
-            state: Set(class_state::ACTIVE.to_string()),
+            state: Set(ClassState::Active.as_str().to_string()),
             created_at: Set(now),
             updated_at: Set(now),
             ..Default::default()
@@ -125,7 +97,7 @@ impl ClassStore {
     /// Classes not deleted, newest first; only `owner`'s when given.
     pub async fn list(&self, owner: Option<&str>) -> Result<Vec<class::Model>, DbErr> {
         let mut q = class::Entity::find()
-            .filter(class::Column::State.ne(class_state::DELETED))
+            .filter(class::Column::State.ne(ClassState::Deleted.as_str()))
             .order_by_desc(class::Column::Id);
         if let Some(owner) = owner {
             q = q.filter(class::Column::Owner.eq(owner));
@@ -166,13 +138,10 @@ impl ClassStore {
             let job_status: Option<String> = r.try_get("", "job_status")?;
             let error: Option<String> = r.try_get("", "error")?;
             let job_error: Option<String> = r.try_get("", "job_error")?;
-            let unfinished = matches!(
-                state.as_str(),
-                vm_state::PLANNED | vm_state::CLONING | vm_state::CREATED | vm_state::STARTING
-            );
+            let unfinished = VmState::parse(&state).is_some_and(VmState::deploying);
             // A VM whose job gave up stays where it got to; show why it stopped.
             let shown = match job_status.as_deref() {
-                Some("failed" | "dead") if unfinished => vm_state::FAILED.to_string(),
+                Some("failed" | "dead") if unfinished => VmState::Failed.as_str().to_string(),
                 Some("cancelled") if unfinished => "cancelled".to_string(),
                 _ => state,
             };
@@ -201,67 +170,14 @@ impl ClassStore {
         Ok(out)
     }
 
-    /// The class's newest job that has not finished, if any (one class operation at a time).
-    pub async fn unfinished_job(&self, class_id: i64) -> Result<Option<(Uuid, String)>, DbErr> {
-        let row = self
-            .db
-            .query_one(sql(
-                self.db.get_database_backend(),
-                "SELECT id, kind FROM jobs WHERE class_id = ? \
-                 AND status IN ('queued', 'running', 'retrying') ORDER BY id DESC LIMIT 1",
-                vec![class_id.into()],
-            ))
-            .await?;
-        row.map(|r| Ok((r.try_get("", "id")?, r.try_get("", "kind")?)))
-            .transpose()
-    }
-
-    /// The class's newest job (deploy, resize or delete), if any.
-    pub async fn latest_job(&self, class_id: i64) -> Result<Option<Uuid>, DbErr> {
-        let row = self
-            .db
-            .query_one(sql(
-                self.db.get_database_backend(),
-                "SELECT id FROM jobs WHERE class_id = ? ORDER BY id DESC LIMIT 1",
-                vec![class_id.into()],
-            ))
-            .await?;
-        row.map(|r| r.try_get("", "id")).transpose()
-    }
-
-    /// The newest job of each of these classes, in one query (for listings).
-    pub async fn latest_jobs(&self, class_ids: &[i64]) -> Result<HashMap<i64, Uuid>, DbErr> {
-        if class_ids.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let values: Vec<sea_orm::Value> = class_ids.iter().map(|id| (*id).into()).collect();
-        let rows = self
-            .db
-            .query_all(sql(
-                self.db.get_database_backend(),
-                &format!(
-                    // Only parents carry a class, a few per class; ids grow with time (UUIDv7).
-                    "SELECT class_id, id FROM jobs WHERE class_id IN ({}) ORDER BY id",
-                    placeholders(class_ids.len())
-                ),
-                values,
-            ))
-            .await?;
-        let mut newest = HashMap::with_capacity(class_ids.len());
-        for r in rows {
-            newest.insert(r.try_get("", "class_id")?, r.try_get("", "id")?);
-        }
-        Ok(newest)
-    }
-
     /// Sets a class's state.
     pub async fn set_state<C: ConnectionTrait>(
         conn: &C,
         class_id: i64,
-        state: &str,
+        state: ClassState,
     ) -> Result<(), DbErr> {
         class::Entity::update_many()
-            .col_expr(class::Column::State, Expr::value(state))
+            .col_expr(class::Column::State, Expr::value(state.as_str()))
             .col_expr(class::Column::UpdatedAt, Expr::value(Utc::now()))
             .filter(class::Column::Id.eq(class_id))
             .exec(conn)
@@ -290,7 +206,7 @@ impl ClassStore {
             .col_expr(class_vm::Column::UpdatedAt, Expr::value(Utc::now()))
             .filter(class_vm::Column::Id.eq(id));
         if let Some(state) = change.state {
-            q = q.col_expr(class_vm::Column::State, Expr::value(state));
+            q = q.col_expr(class_vm::Column::State, Expr::value(state.as_str()));
         }
         if let Some(upid) = change.upid {
             q = q.col_expr(
@@ -334,7 +250,7 @@ impl ClassStore {
 #[derive(Clone, Debug, Default)]
 pub struct VmChange<'a> {
     /// New state.
-    pub state: Option<&'a str>,
+    pub state: Option<VmState>,
     /// New task (`Some(None)` clears it).
     pub upid: Option<Option<&'a str>>,
     /// New error (`Some(None)` clears it).

@@ -10,6 +10,7 @@ pub mod placement;
 pub mod plan;
 pub mod request;
 pub mod slots;
+pub mod state;
 pub mod vmids;
 pub mod vms;
 
@@ -19,4 +20,5 @@ pub use method::DeployMethod;
 pub use plan::{plan_missing, ClusterSnapshot, PlanError};
 pub use request::{ClassRequest, NewClass, RequestError};
 pub use slots::{Slots, Want};
+pub use state::{ClassState, OrphanState, ReservationState, UnknownState, VmState};
 pub use vms::{AssignedVm, VmScope};

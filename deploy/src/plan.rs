@@ -48,7 +48,11 @@ pub enum PlanError {
 impl PlanError {
     /// True when trying again may help.
     pub fn is_transient(&self) -> bool {
-        matches!(self, PlanError::Db(_) | PlanError::Vmids(VmidError::Db(_)))
+        match self {
+            PlanError::Db(_) => true,
+            PlanError::Vmids(e) => e.is_transient(),
+            _ => false,
+        }
     }
 }
 
@@ -114,7 +118,7 @@ pub async fn plan_missing(
             node: Set(node),
             vmid: Set(*vmid),
             name: Set(vm_name(&class.slug, *idx as u32, *vmid as u32)),
-            state: Set(crate::classes::vm_state::PLANNED.to_string()),
+            state: Set(crate::state::VmState::Planned.as_str().to_string()),
             upid: Set(None),
             error: Set(None),
             job_id: Set(None),

@@ -11,7 +11,7 @@ use std::{
 };
 
 use chrono::{Duration as ChronoDuration, Utc};
-use labfleet_jobs::store::sql;
+use labfleet_db::sql;
 use rand::Rng;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Value};
 use tokio::sync::Notify;

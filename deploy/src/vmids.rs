@@ -9,8 +9,10 @@
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use labfleet_jobs::store::{placeholders, sql};
+use labfleet_db::{placeholders, sql};
 use sea_orm::{ConnectionTrait, DbErr, Value};
+
+use crate::state::ReservationState;
 
 /// Why VMIDs could not be reserved.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,14 @@ pub enum VmidError {
     /// The database failed.
     #[error("database error: {0}")]
     Db(#[from] DbErr),
+}
+
+impl VmidError {
+    /// True when trying again later may succeed (the database was unreachable or busy); a range
+    /// without free ids stays so until VMs are removed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, VmidError::Db(_))
+    }
 }
 
 /// Reserves `count` VMIDs of `[start, end]` for `holder`, lowest first, skipping ids Proxmox
@@ -61,7 +71,8 @@ pub async fn reserve<C: ConnectionTrait>(
         let vmid: i64 = r.try_get("", "vmid")?;
         let state: String = r.try_get("", "state")?;
         let released: Option<DateTime<Utc>> = r.try_get("", "released_at")?;
-        let reusable = state == "cooling" && released.is_some_and(|t| t <= reusable_before);
+        let reusable = ReservationState::parse(&state) == Some(ReservationState::Cooling)
+            && released.is_some_and(|t| t <= reusable_before);
         known.insert(vmid, reusable);
     }
     let mut candidates = (start..=end)
@@ -77,10 +88,11 @@ pub async fn reserve<C: ConnectionTrait>(
             let mut values: Vec<Value> = Vec::with_capacity(fresh.len() * 4);
             let mut tuples = Vec::with_capacity(fresh.len());
             for id in &fresh {
-                tuples.push("(?, ?, 'held', ?, ?)");
+                tuples.push("(?, ?, ?, ?, ?)");
                 values.extend([
                     cluster_db_id.into(),
                     (*id).into(),
+                    ReservationState::Held.as_str().into(),
                     holder.into(),
                     now.into(),
                 ]);
@@ -97,16 +109,18 @@ pub async fn reserve<C: ConnectionTrait>(
         }
         if !cooled.is_empty() {
             let mut values: Vec<Value> = vec![
+                ReservationState::Held.as_str().into(),
                 holder.into(),
                 now.into(),
                 cluster_db_id.into(),
+                ReservationState::Cooling.as_str().into(),
                 reusable_before.into(),
             ];
             values.extend(cooled.iter().map(|id| Value::from(*id)));
             // The state check re-runs in the UPDATE, so a racing reserver cannot take it too.
             let text = format!(
-                "UPDATE vmid_reservations SET state = 'held', holder = ?, reserved_at = ?, \
-                 released_at = NULL WHERE cluster_db_id = ? AND state = 'cooling' \
+                "UPDATE vmid_reservations SET state = ?, holder = ?, reserved_at = ?, \
+                 released_at = NULL WHERE cluster_db_id = ? AND state = ? \
                  AND released_at <= ? AND vmid IN ({}) RETURNING vmid",
                 placeholders(cooled.len())
             );
@@ -135,9 +149,14 @@ pub async fn release<C: ConnectionTrait>(
 ) -> Result<(), DbErr> {
     conn.execute(sql(
         conn.get_database_backend(),
-        "UPDATE vmid_reservations SET state = 'cooling', holder = NULL, released_at = ? \
+        "UPDATE vmid_reservations SET state = ?, holder = NULL, released_at = ? \
          WHERE cluster_db_id = ? AND vmid = ?",
-        vec![Utc::now().into(), cluster_db_id.into(), vmid.into()],
+        vec![
+            ReservationState::Cooling.as_str().into(),
+            Utc::now().into(),
+            cluster_db_id.into(),
+            vmid.into(),
+        ],
     ))
     .await?;
     Ok(())
@@ -151,9 +170,13 @@ pub async fn quarantine<C: ConnectionTrait>(
 ) -> Result<(), DbErr> {
     conn.execute(sql(
         conn.get_database_backend(),
-        "UPDATE vmid_reservations SET state = 'quarantined', holder = 'foreign' \
+        "UPDATE vmid_reservations SET state = ?, holder = 'foreign' \
          WHERE cluster_db_id = ? AND vmid = ?",
-        vec![cluster_db_id.into(), vmid.into()],
+        vec![
+            ReservationState::Quarantined.as_str().into(),
+            cluster_db_id.into(),
+            vmid.into(),
+        ],
     ))
     .await?;
     Ok(())

@@ -4,17 +4,22 @@
 //! or destroyed keeps the state its own job gives it.
 
 use chrono::Utc;
+use labfleet_db::sql;
 use labfleet_entities::class_vm;
-use labfleet_jobs::store::sql;
 use sea_orm::{
     sea_query::Expr, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryResult,
 };
 use serde::Serialize;
 
-use crate::classes::{class_state, vm_state, ClassStore};
+use crate::{
+    classes::ClassStore,
+    state::{ClassState, VmState},
+};
 
-/// States in which a VM exists on Proxmox and may be powered on or off.
-pub const POWERABLE: [&str; 2] = [vm_state::CREATED, vm_state::RUNNING];
+/// The stored names of the states in which a VM may be powered on or off.
+fn powerable() -> [&'static str; 2] {
+    VmState::POWERABLE.map(VmState::as_str)
+}
 
 /// One VM of a class, for its teacher, its student and admins.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
@@ -88,7 +93,7 @@ impl ClassStore {
             .query_one(sql(
                 db.get_database_backend(),
                 &format!("{SELECT} WHERE v.id = ? AND c.state <> ?"),
-                vec![id.into(), class_state::DELETED.into()],
+                vec![id.into(), ClassState::Deleted.as_str().into()],
             ))
             .await?;
         row.as_ref().map(assigned).transpose()
@@ -102,7 +107,7 @@ impl ClassStore {
         offset: u64,
     ) -> Result<Vec<AssignedVm>, DbErr> {
         let db = self.db();
-        let mut values = vec![class_state::DELETED.into()];
+        let mut values = vec![ClassState::Deleted.as_str().into()];
         let filter = match scope {
             VmScope::All => "",
             VmScope::Owner(owner) => {
@@ -159,7 +164,7 @@ impl ClassStore {
             .col_expr(class_vm::Column::Upid, Expr::value(upid.to_string()))
             .col_expr(class_vm::Column::UpdatedAt, Expr::value(Utc::now()))
             .filter(class_vm::Column::Id.eq(id))
-            .filter(class_vm::Column::State.is_in(POWERABLE))
+            .filter(class_vm::Column::State.is_in(powerable()))
             .exec(self.db())
             .await?;
         Ok(done.rows_affected == 1)
@@ -171,7 +176,7 @@ impl ClassStore {
     pub async fn finish_power(
         &self,
         id: i64,
-        state: &str,
+        state: VmState,
         upid: Option<&str>,
     ) -> Result<bool, DbErr> {
         let db = self.db();
@@ -184,10 +189,10 @@ impl ClassStore {
                 .await?;
         }
         let done = class_vm::Entity::update_many()
-            .col_expr(class_vm::Column::State, Expr::value(state))
+            .col_expr(class_vm::Column::State, Expr::value(state.as_str()))
             .col_expr(class_vm::Column::UpdatedAt, Expr::value(Utc::now()))
             .filter(class_vm::Column::Id.eq(id))
-            .filter(class_vm::Column::State.is_in(POWERABLE))
+            .filter(class_vm::Column::State.is_in(powerable()))
             .exec(db)
             .await?;
         Ok(done.rows_affected == 1)

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use backoff::{backoff::Backoff, ExponentialBackoff, ExponentialBackoffBuilder};
 
-use crate::settings::RetrySettings;
+use labfleet_config::RetrySettings;
 
 /// Exponential delays with jitter, from the settings.
 #[derive(Clone, Debug)]

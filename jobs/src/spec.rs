@@ -51,6 +51,90 @@ impl Family {
     }
 }
 
+/// The kind of a job, as stored in `jobs.kind` (the `JobSpec` variant without its arguments).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// See [`JobSpec::Noop`].
+    Noop,
+    /// See [`JobSpec::DeployClass`].
+    DeployClass,
+    /// See [`JobSpec::DeployVm`].
+    DeployVm,
+    /// See [`JobSpec::DestroyClass`].
+    DestroyClass,
+    /// See [`JobSpec::DestroyVm`].
+    DestroyVm,
+    /// See [`JobSpec::SyncCluster`].
+    SyncCluster,
+    /// See [`JobSpec::VmPower`].
+    VmPower,
+    /// See [`JobSpec::DestroyOrphan`].
+    DestroyOrphan,
+}
+
+impl JobKind {
+    /// Every kind.
+    pub const ALL: [JobKind; 8] = [
+        JobKind::Noop,
+        JobKind::DeployClass,
+        JobKind::DeployVm,
+        JobKind::DestroyClass,
+        JobKind::DestroyVm,
+        JobKind::SyncCluster,
+        JobKind::VmPower,
+        JobKind::DestroyOrphan,
+    ];
+
+    /// The stored name (the serde tag of `JobSpec`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Noop => "noop",
+            JobKind::DeployClass => "deploy_class",
+            JobKind::DeployVm => "deploy_vm",
+            JobKind::DestroyClass => "destroy_class",
+            JobKind::DestroyVm => "destroy_vm",
+            JobKind::SyncCluster => "sync_cluster",
+            JobKind::VmPower => "vm_power",
+            JobKind::DestroyOrphan => "destroy_orphan",
+        }
+    }
+
+    /// Parses a stored kind name.
+    pub fn parse(s: &str) -> Option<JobKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a stored job cannot be run: a kind this build does not know, or arguments that do not
+/// decode (a newer or older labfleet wrote them). Such a job fails at once with this message.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum InvalidJob {
+    /// `jobs.kind` names no kind.
+    #[error("unknown job kind `{0}`")]
+    UnknownKind(String),
+    /// `jobs.payload` does not decode for the kind.
+    #[error("invalid arguments for a {kind} job: {error}")]
+    BadArguments {
+        /// The kind.
+        kind: JobKind,
+        /// The decoding error.
+        error: String,
+    },
+}
+
 /// Every kind of job labfleet runs, with its arguments. Stored as the job's `payload`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "args", rename_all = "snake_case")]
@@ -74,17 +158,17 @@ pub enum JobSpec {
 }
 
 impl JobSpec {
-    /// The kind's snake_case name (the serde tag).
-    pub fn kind(&self) -> &'static str {
+    /// Its kind.
+    pub fn kind(&self) -> JobKind {
         match self {
-            JobSpec::Noop(_) => "noop",
-            JobSpec::DeployClass(_) => "deploy_class",
-            JobSpec::DeployVm(_) => "deploy_vm",
-            JobSpec::DestroyClass(_) => "destroy_class",
-            JobSpec::DestroyVm(_) => "destroy_vm",
-            JobSpec::SyncCluster(_) => "sync_cluster",
-            JobSpec::VmPower(_) => "vm_power",
-            JobSpec::DestroyOrphan(_) => "destroy_orphan",
+            JobSpec::Noop(_) => JobKind::Noop,
+            JobSpec::DeployClass(_) => JobKind::DeployClass,
+            JobSpec::DeployVm(_) => JobKind::DeployVm,
+            JobSpec::DestroyClass(_) => JobKind::DestroyClass,
+            JobSpec::DestroyVm(_) => JobKind::DestroyVm,
+            JobSpec::SyncCluster(_) => JobKind::SyncCluster,
+            JobSpec::VmPower(_) => JobKind::VmPower,
+            JobSpec::DestroyOrphan(_) => JobKind::DestroyOrphan,
         }
     }
 
@@ -114,6 +198,15 @@ impl JobSpec {
     /// Rebuilds a spec from a stored kind and arguments.
     pub fn from_parts(kind: &str, args: serde_json::Value) -> Result<JobSpec, serde_json::Error> {
         serde_json::from_value(serde_json::json!({ "kind": kind, "args": args }))
+    }
+
+    /// Rebuilds a spec from a stored row's kind and arguments, saying which of the two is wrong.
+    pub fn from_stored(kind: &str, args: serde_json::Value) -> Result<JobSpec, InvalidJob> {
+        let known = JobKind::parse(kind).ok_or_else(|| InvalidJob::UnknownKind(kind.into()))?;
+        Self::from_parts(kind, args).map_err(|e| InvalidJob::BadArguments {
+            kind: known,
+            error: e.to_string(),
+        })
     }
 }
 
@@ -298,8 +391,32 @@ mod tests {
             duration_ms: 5,
             ..Default::default()
         });
-        let back = JobSpec::from_parts(spec.kind(), spec.args_json()).expect("parses");
+        let back = JobSpec::from_parts(spec.kind().as_str(), spec.args_json()).expect("parses");
         assert_eq!(back, spec);
+        for kind in JobKind::ALL {
+            assert_eq!(JobKind::parse(kind.as_str()), Some(kind));
+            let tag = serde_json::to_value(kind).expect("serializes");
+            assert_eq!(tag, kind.as_str());
+        }
+    }
+
+    #[test]
+    fn a_stored_job_names_what_is_wrong_with_it() {
+        assert_eq!(
+            JobSpec::from_stored("reticulate", serde_json::json!({})),
+            Err(InvalidJob::UnknownKind("reticulate".into()))
+        );
+        let err = JobSpec::from_stored("vm_power", serde_json::json!({})).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                InvalidJob::BadArguments {
+                    kind: JobKind::VmPower,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -314,9 +431,12 @@ mod tests {
                 isos: true
             })
         );
-        assert_eq!((spec.kind(), spec.family()), ("sync_cluster", Family::Sync));
         assert_eq!(
-            JobSpec::from_parts(spec.kind(), spec.args_json()).expect("parses"),
+            (spec.kind(), spec.family()),
+            (JobKind::SyncCluster, Family::Sync)
+        );
+        assert_eq!(
+            JobSpec::from_parts(spec.kind().as_str(), spec.args_json()).expect("parses"),
             spec
         );
     }

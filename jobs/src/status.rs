@@ -53,6 +53,18 @@ impl JobStatus {
         Self::ALL.into_iter().find(|st| st.as_str() == s)
     }
 
+    /// The states of a job not yet finished: waiting, running (or parked), or between attempts.
+    pub const UNFINISHED: [JobStatus; 3] =
+        [JobStatus::Queued, JobStatus::Running, JobStatus::Retrying];
+
+    /// [`JobStatus::UNFINISHED`] as an SQL list, for `status IN …` (the one place it is spelled).
+    pub const UNFINISHED_SQL: &'static str = "('queued', 'running', 'retrying')";
+
+    /// True for a job not yet finished (see [`JobStatus::UNFINISHED`]).
+    pub fn is_unfinished(self) -> bool {
+        Self::UNFINISHED.contains(&self)
+    }
+
     /// True for the states a job never leaves on its own.
     pub fn is_terminal(self) -> bool {
         matches!(
@@ -71,6 +83,18 @@ impl std::fmt::Display for JobStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_unfinished_sql_list_names_the_unfinished_states() {
+        let named: Vec<String> = JobStatus::UNFINISHED
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
+        assert_eq!(JobStatus::UNFINISHED_SQL, format!("({})", named.join(", ")));
+        for s in JobStatus::ALL {
+            assert_eq!(s.is_unfinished(), !s.is_terminal(), "{s:?}");
+        }
+    }
 
     #[test]
     fn every_status_round_trips_through_its_name() {

@@ -17,12 +17,9 @@ use std::{collections::HashMap, time::Instant};
 
 use chrono::{DateTime, Utc};
 use labfleet_access::{AccessStore, NewAuditEvent, Role};
-use labfleet_deploy::classes::vm_state;
+use labfleet_db::{placeholders, sql};
 use labfleet_entities::cluster;
-use labfleet_jobs::{
-    store::{placeholders, sql, NewJob},
-    Family, JobSpec, PowerAction, VmPowerArgs,
-};
+use labfleet_jobs::{store::NewJob, JobSpec, JobStatus, PowerAction, VmPowerArgs};
 use labfleet_proxmox::{ClusterResource, Consolidation, ResourceType, Timeframe};
 use sea_orm::{ConnectionTrait, DbErr, Value};
 use uuid::Uuid;
@@ -43,7 +40,7 @@ impl Thresholds {
     pub fn resolve(
         class: (Option<f64>, Option<i32>),
         cluster: (Option<f64>, Option<i32>),
-        settings: &labfleet_jobs::settings::SchedulerSettings,
+        settings: &labfleet_config::SchedulerSettings,
     ) -> Thresholds {
         let cpu_percent = class.0.or(cluster.0).unwrap_or(settings.idle_cpu_percent);
         let window = match class.1.or(cluster.1) {
@@ -230,7 +227,8 @@ async fn sweep_cluster(
         };
         let ours = r.template != Some(true)
             && r.node.as_deref() == Some(vm.node.as_str())
-            && matches!(vm.state.as_str(), vm_state::CREATED | vm_state::RUNNING)
+            && labfleet_deploy::VmState::parse(&vm.state)
+                .is_some_and(labfleet_deploy::VmState::powerable)
             && !vm.keep_running
             && r.lock.is_none();
         if !ours {
@@ -350,10 +348,11 @@ async fn managed_vms(s: &Scheduler, c: &cluster::Model) -> Result<Vec<Managed>, 
             history,
             // One shutdown at a time, and after one that failed, not another within the window
             // (a VM Proxmox will not stop would otherwise get a job every sweep).
-            shutdown_pending: matches!(
-                shutdown_status.as_deref(),
-                Some("queued" | "running" | "retrying")
-            ) || shutdown_at.is_some_and(|t| Utc::now() - t < limits.window),
+            shutdown_pending: shutdown_status
+                .as_deref()
+                .and_then(JobStatus::parse)
+                .is_some_and(JobStatus::is_unfinished)
+                || shutdown_at.is_some_and(|t| Utc::now() - t < limits.window),
         });
     }
     Ok(out)
@@ -479,14 +478,10 @@ async fn shut_down(
         })
         .collect();
     let ids = s
-        .store
-        .create(&jobs)
+        .publisher
+        .submit(&jobs)
         .await
         .map_err(|e| DbErr::Custom(e.to_string()))?;
-    // A lost publish is healed by the recovery sweep (the jobs are committed).
-    if let Err(e) = s.publisher.publish(Family::Power, &ids).await {
-        tracing::warn!(error = %e, "shutdown jobs stored but not published yet");
-    }
     let mut events = Vec::with_capacity(ids.len());
     for (((class_vm_id, _, _), reason), job_id) in vms.iter().zip(reasons).zip(&ids) {
         tracing::info!(cluster = %c.cluster_id, class_vm_id, %job_id, %reason, "idle VM: shutting down");
@@ -574,7 +569,7 @@ mod tests {
 
     #[test]
     fn class_values_win_over_cluster_values_over_settings() {
-        let s = labfleet_jobs::settings::SchedulerSettings::default();
+        let s = labfleet_config::SchedulerSettings::default();
         let t = Thresholds::resolve((None, None), (None, None), &s);
         assert_eq!((t.cpu_percent, t.window.num_minutes()), (5.0, 30));
         let t = Thresholds::resolve((None, Some(10)), (Some(20.0), Some(60)), &s);

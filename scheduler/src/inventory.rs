@@ -5,11 +5,8 @@
 
 use std::time::Duration;
 
-use labfleet_jobs::{
-    store::{sql, NewJob},
-    Family, JobSpec, SyncClusterArgs,
-};
-use sea_orm::{ConnectionTrait, DbErr};
+use labfleet_jobs::{store::NewJob, JobKind, JobSpec, SyncClusterArgs};
+use sea_orm::DbErr;
 
 use crate::{ticks::TickOutcome, Scheduler};
 
@@ -59,15 +56,11 @@ pub async fn run(s: &Scheduler) -> Result<TickOutcome, DbErr> {
     }
     if !jobs.is_empty() {
         let ids = s
-            .store
-            .create(&jobs)
+            .publisher
+            .submit(&jobs)
             .await
             .map_err(|e| DbErr::Custom(e.to_string()))?;
         outcome.actions = ids.len() as u64;
-        // Committed: a failed publish is healed by the recovery sweep.
-        if let Err(e) = s.publisher.publish(Family::Sync, &ids).await {
-            tracing::warn!(error = %e, "sync jobs stored but not published yet");
-        }
     }
     outcome.note = (!skipped.is_empty()).then(|| skipped.join("; "));
     Ok(outcome)
@@ -75,21 +68,16 @@ pub async fn run(s: &Scheduler) -> Result<TickOutcome, DbErr> {
 
 /// Clusters with a `sync_cluster` job that has not finished.
 async fn clusters_syncing(s: &Scheduler) -> Result<Vec<i64>, DbErr> {
-    let db = s.store.db();
-    let rows = db
-        .query_all(sql(
-            db.get_database_backend(),
-            "SELECT payload FROM jobs WHERE kind = 'sync_cluster' \
-             AND status IN ('queued', 'running', 'retrying')",
-            vec![],
-        ))
-        .await?;
-    let mut out = Vec::new();
-    for r in rows {
-        let payload: serde_json::Value = r.try_get("", "payload")?;
-        if let Ok(JobSpec::SyncCluster(args)) = JobSpec::from_parts("sync_cluster", payload) {
-            out.push(args.cluster_db_id);
-        }
-    }
-    Ok(out)
+    let syncs = s
+        .store
+        .unfinished_of_kind(JobKind::SyncCluster)
+        .await
+        .map_err(|e| DbErr::Custom(e.to_string()))?;
+    Ok(syncs
+        .into_iter()
+        .filter_map(|spec| match spec {
+            JobSpec::SyncCluster(args) => Some(args.cluster_db_id),
+            _ => None,
+        })
+        .collect())
 }

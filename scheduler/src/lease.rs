@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use labfleet_jobs::store::sql;
+use labfleet_db::sql;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 
 /// The lease all periodic work runs under.

@@ -28,9 +28,10 @@ use std::{
 
 use chrono::Utc;
 use labfleet_clusters::ClusterStore;
-use labfleet_jobs::{JobStore, Publisher, Settings};
+use labfleet_config::Settings;
+use labfleet_jobs::{JobStore, Publisher};
 
-use crate::{lease::Lease, ticks::name};
+use crate::{lease::Lease, ticks::Tick};
 
 /// The parts the ticks work with.
 #[derive(Clone)]
@@ -139,7 +140,7 @@ impl Scheduler {
             Duration::from_millis(self.settings.scheduler.sweep_interval_ms.clamp(100, 1_000));
         let mut beat = tokio::time::interval(step);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut due: HashMap<&'static str, chrono::DateTime<Utc>> = HashMap::new();
+        let mut due: HashMap<Tick, chrono::DateTime<Utc>> = HashMap::new();
         let mut was_leading = false;
         let mut recovery = RecoveryTick::default();
         loop {
@@ -160,7 +161,7 @@ impl Scheduler {
             recovery.run_if_due(self).await;
             for (tick, every) in ticks::intervals(&self.settings.scheduler) {
                 let Some(every) = every else { continue };
-                if tick == name::RECOVERY || due.get(tick).is_some_and(|t| *t > Utc::now()) {
+                if tick == Tick::Recovery || due.get(&tick).is_some_and(|t| *t > Utc::now()) {
                     continue;
                 }
                 if !leading.load(Ordering::Acquire) {
@@ -174,20 +175,21 @@ impl Scheduler {
     /// Claims and runs one periodic tick, recording what it did.
     async fn run_tick(
         &self,
-        tick: &'static str,
+        tick: Tick,
         every: Duration,
-        due: &mut HashMap<&'static str, chrono::DateTime<Utc>>,
+        due: &mut HashMap<Tick, chrono::DateTime<Utc>>,
     ) {
         let db = self.store.db();
+        let name = tick.as_str();
         let mut next = Utc::now();
-        match ticks::claim(db, tick, every, &self.holder, &mut next).await {
+        match ticks::claim(db, name, every, &self.holder, &mut next).await {
             Ok(true) => {}
             Ok(false) => {
                 due.insert(tick, next);
                 return;
             }
             Err(e) => {
-                tracing::warn!(tick, error = %e, "could not claim a tick; trying again");
+                tracing::warn!(tick = name, error = %e, "could not claim a tick; trying again");
                 return;
             }
         }
@@ -195,19 +197,20 @@ impl Scheduler {
         let started_at = Utc::now();
         let started = Instant::now();
         let result = match tick {
-            name::INVENTORY_SYNC => inventory::run(self).await,
-            name::IDLE_SWEEP => idle::sweep(self).await.map(|r| {
-                metrics::counter!("labfleet_scheduler_proxmox_requests_total", "tick" => tick)
+            Tick::InventorySync => inventory::run(self).await,
+            Tick::IdleSweep => idle::sweep(self).await.map(|r| {
+                metrics::counter!("labfleet_scheduler_proxmox_requests_total", "tick" => name)
                     .increment(r.requests);
                 r.outcome()
             }),
-            name::RECONCILE => reconcile::run(self).await.map(|r| r.outcome()),
-            _ => Ok(TickOutcome::default()),
+            Tick::Reconcile => reconcile::run(self).await.map(|r| r.outcome()),
+            // Recovery has its own unclaimed path (`run_if_due`); the loop never claims it.
+            Tick::Recovery => return,
         }
         .map_err(|e| e.to_string());
-        observe(tick, started.elapsed(), &result);
-        if let Err(e) = ticks::record(db, tick, &self.holder, started_at, &result).await {
-            tracing::warn!(tick, error = %e, "could not record a tick's run");
+        observe(name, started.elapsed(), &result);
+        if let Err(e) = ticks::record(db, name, &self.holder, started_at, &result).await {
+            tracing::warn!(tick = name, error = %e, "could not record a tick's run");
         }
     }
 }
@@ -278,7 +281,7 @@ impl RecoveryTick {
                 note: (!r.is_quiet()).then(|| format!("{r:?}")),
             })
             .map_err(|e| e.to_string());
-        observe(name::RECOVERY, started.elapsed(), &result);
+        observe(Tick::Recovery.as_str(), started.elapsed(), &result);
         let busy = !matches!(&result, Ok(o) if o.actions == 0);
         if busy
             || self
@@ -286,8 +289,14 @@ impl RecoveryTick {
                 .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
         {
             self.last_record = Some(Instant::now());
-            if let Err(e) =
-                ticks::record(s.store.db(), name::RECOVERY, &s.holder, started_at, &result).await
+            if let Err(e) = ticks::record(
+                s.store.db(),
+                Tick::Recovery.as_str(),
+                &s.holder,
+                started_at,
+                &result,
+            )
+            .await
             {
                 tracing::warn!(error = %e, "could not record the recovery sweep");
             }

@@ -11,27 +11,15 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use labfleet_deploy::{classes::vm_state, ClassStore, Marker, VmChange};
+use labfleet_db::sql;
+use labfleet_deploy::{ClassStore, Marker, OrphanState, VmChange, VmState};
 use labfleet_entities::cluster;
-use labfleet_jobs::{
-    store::{sql, NewJob},
-    Family, JobSpec, OrphanArgs,
-};
+use labfleet_jobs::{store::NewJob, JobSpec, JobStatus, OrphanArgs};
 use labfleet_proxmox::{ClusterResource, ResourceType};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 use serde::Serialize;
 
 use crate::{ticks::TickOutcome, Scheduler};
-
-/// States of `orphans` rows.
-pub mod orphan_state {
-    /// Carries our marker; no class VM owns it.
-    pub const ORPHAN: &str = "orphan";
-    /// No marker: someone else's VM in our VMID range. Never touched.
-    pub const FOREIGN: &str = "foreign";
-    /// A `destroy_orphan` job works on it.
-    pub const DESTROYING: &str = "destroying";
-}
 
 /// What a reconciliation did.
 #[derive(Clone, Debug, Default)]
@@ -115,26 +103,23 @@ async fn reconcile_cluster(
         let state: String = r.try_get("", "state")?;
         let job_status: Option<String> = r.try_get("", "job_status")?;
         owned.insert(vmid);
-        let busy = matches!(
-            job_status.as_deref(),
-            Some("queued" | "running" | "retrying")
-        );
+        let busy = job_status
+            .as_deref()
+            .and_then(JobStatus::parse)
+            .is_some_and(JobStatus::is_unfinished);
         if busy {
             continue;
         }
-        let made = matches!(state.as_str(), vm_state::CREATED | vm_state::RUNNING);
+        let state = VmState::parse(&state);
+        let made = state.is_some_and(VmState::powerable);
         match listed.get(&vmid) {
             None if made => {
-                set_vm_state(s, id, vm_state::MISSING).await?;
+                set_vm_state(s, id, VmState::Missing).await?;
                 tracing::warn!(cluster = %c.cluster_id, vmid, class_vm_id = id, "class VM vanished from its cluster: marked missing");
                 report.missing += 1;
             }
-            Some(r) if state == vm_state::MISSING => {
-                let back = if r.status.as_deref() == Some("running") {
-                    vm_state::RUNNING
-                } else {
-                    vm_state::CREATED
-                };
+            Some(r) if state == Some(VmState::Missing) => {
+                let back = VmState::made(r.status.as_deref() == Some("running"));
                 set_vm_state(s, id, back).await?;
                 report.returned += 1;
             }
@@ -167,10 +152,10 @@ async fn reconcile_cluster(
             }
         };
         let (state, marker_text) = match marker {
-            Some(m) => (orphan_state::ORPHAN, m.fields()),
-            None => (orphan_state::FOREIGN, String::new()),
+            Some(m) => (OrphanState::Orphan, m.fields()),
+            None => (OrphanState::Foreign, String::new()),
         };
-        if state == orphan_state::ORPHAN {
+        if state == OrphanState::Orphan {
             tracing::warn!(cluster = %c.cluster_id, vmid, %name, "orphan: a VM with our marker that no class VM owns");
             report.orphans += 1;
         }
@@ -187,7 +172,7 @@ async fn reconcile_cluster(
                 node.into(),
                 name.into(),
                 marker_text.into(),
-                state.into(),
+                state.as_str().into(),
                 now.into(),
                 now.into(),
             ],
@@ -220,7 +205,7 @@ async fn reconcile_cluster(
     Ok(Ok(()))
 }
 
-async fn set_vm_state(s: &Scheduler, id: i64, state: &str) -> Result<(), DbErr> {
+async fn set_vm_state(s: &Scheduler, id: i64, state: VmState) -> Result<(), DbErr> {
     ClassStore::new(s.store.db().clone())
         .update_vm(
             id,
@@ -261,13 +246,16 @@ async fn destroy_due(s: &Scheduler, c: &cluster::Model, now: DateTime<Utc>) -> R
     let rows = db
         .query_all(sql(
             db.get_database_backend(),
-            "SELECT o.vmid, o.marker FROM orphans o LEFT JOIN jobs j ON j.id = o.job_id \
-             WHERE o.cluster_db_id = ? AND o.state IN (?, ?) AND o.first_seen_at <= ? \
-             AND (o.job_id IS NULL OR j.status NOT IN ('queued', 'running', 'retrying'))",
+            &format!(
+                "SELECT o.vmid, o.marker FROM orphans o LEFT JOIN jobs j ON j.id = o.job_id \
+                 WHERE o.cluster_db_id = ? AND o.state IN (?, ?) AND o.first_seen_at <= ? \
+                 AND (o.job_id IS NULL OR j.status NOT IN {})",
+                JobStatus::UNFINISHED_SQL
+            ),
             vec![
                 c.id.into(),
-                orphan_state::ORPHAN.into(),
-                orphan_state::DESTROYING.into(),
+                OrphanState::Orphan.as_str().into(),
+                OrphanState::Destroying.as_str().into(),
                 (now - grace).into(),
             ],
         ))
@@ -280,8 +268,8 @@ async fn destroy_due(s: &Scheduler, c: &cluster::Model, now: DateTime<Utc>) -> R
             continue;
         };
         let ids = s
-            .store
-            .create(&[NewJob {
+            .publisher
+            .submit(&[NewJob {
                 spec: JobSpec::DestroyOrphan(OrphanArgs {
                     cluster_db_id: c.id,
                     vmid,
@@ -299,16 +287,13 @@ async fn destroy_due(s: &Scheduler, c: &cluster::Model, now: DateTime<Utc>) -> R
             db.get_database_backend(),
             "UPDATE orphans SET state = ?, job_id = ? WHERE cluster_db_id = ? AND vmid = ?",
             vec![
-                orphan_state::DESTROYING.into(),
+                OrphanState::Destroying.as_str().into(),
                 job_id.into(),
                 c.id.into(),
                 vmid.into(),
             ],
         ))
         .await?;
-        if let Err(e) = s.publisher.publish(Family::Vm, &ids).await {
-            tracing::warn!(error = %e, "orphan destroy job stored but not published yet");
-        }
         tracing::warn!(cluster = %c.cluster_id, vmid, "destroying an orphan past its grace period");
         made += 1;
     }
@@ -371,7 +356,7 @@ pub struct ReconcileView {
 /// Reads the reconciliation report.
 pub async fn view(
     db: &DatabaseConnection,
-    settings: &labfleet_jobs::settings::SchedulerSettings,
+    settings: &labfleet_config::SchedulerSettings,
 ) -> Result<ReconcileView, DbErr> {
     let backend = db.get_database_backend();
     let rows = db
@@ -401,7 +386,7 @@ pub async fn view(
             backend,
             "SELECT id, class_id, cluster_db_id, vmid, name, updated_at FROM class_vms \
              WHERE state = ? ORDER BY id",
-            vec![vm_state::MISSING.into()],
+            vec![VmState::Missing.as_str().into()],
         ))
         .await?;
     let mut missing = Vec::with_capacity(rows.len());

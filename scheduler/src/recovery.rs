@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use labfleet_jobs::{JobStore, Publisher, Settings, StoreError};
+use labfleet_config::Settings;
+use labfleet_jobs::{JobStore, Publisher, StoreError};
 
 /// What one sweep did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

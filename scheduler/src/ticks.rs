@@ -6,33 +6,48 @@
 use std::{collections::HashMap, time::Duration};
 
 use chrono::{DateTime, Utc};
-use labfleet_jobs::{settings::SchedulerSettings, store::sql};
+use labfleet_config::SchedulerSettings;
+use labfleet_db::sql;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 use serde::Serialize;
 
-/// The names of the ticks.
-pub mod name {
+/// The scheduler's ticks. Each has a row in `scheduler_ticks` under its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Tick {
     /// Expired leases, unpublished jobs, lost messages, parents to finish, old idempotency keys.
-    pub const RECOVERY: &str = "recovery";
+    /// Runs unclaimed on every leader loop (its steps are safe to repeat).
+    Recovery,
     /// Template and ISO sync of the clusters whose toggles allow it.
-    pub const INVENTORY_SYNC: &str = "inventory_sync";
+    InventorySync,
     /// Idle auto-shutdown.
-    pub const IDLE_SWEEP: &str = "idle_sweep";
+    IdleSweep,
     /// Orphans and vanished VMs.
-    pub const RECONCILE: &str = "reconcile";
+    Reconcile,
+}
+
+impl Tick {
+    /// The name its row is stored under.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tick::Recovery => "recovery",
+            Tick::InventorySync => "inventory_sync",
+            Tick::IdleSweep => "idle_sweep",
+            Tick::Reconcile => "reconcile",
+        }
+    }
 }
 
 /// Every tick with its interval from the settings (`None`: turned off).
-pub fn intervals(s: &SchedulerSettings) -> Vec<(&'static str, Option<Duration>)> {
+pub fn intervals(s: &SchedulerSettings) -> Vec<(Tick, Option<Duration>)> {
     let every = |ms: u64| (ms > 0).then(|| Duration::from_millis(ms));
     vec![
         (
-            name::RECOVERY,
+            Tick::Recovery,
             Some(Duration::from_millis(s.sweep_interval_ms.max(100))),
         ),
-        (name::INVENTORY_SYNC, every(s.inventory_sync_interval_ms)),
-        (name::IDLE_SWEEP, every(s.idle_sweep_interval_ms)),
-        (name::RECONCILE, every(s.reconcile_interval_ms)),
+        (Tick::InventorySync, every(s.inventory_sync_interval_ms)),
+        (Tick::IdleSweep, every(s.idle_sweep_interval_ms)),
+        (Tick::Reconcile, every(s.reconcile_interval_ms)),
     ]
 }
 
@@ -215,11 +230,11 @@ pub async fn status(
         stored.insert(name.clone(), r);
     }
     let mut ticks = Vec::new();
-    for (tick_name, every) in intervals(settings) {
+    for (which, every) in intervals(settings) {
         let interval_ms = every.map(|d| d.as_millis() as u64);
-        let mut tick = match stored.get(tick_name) {
+        let mut tick = match stored.get(which.as_str()) {
             Some(r) => TickStatus {
-                name: tick_name.into(),
+                name: which.as_str().into(),
                 interval_ms,
                 next_run_at: r.try_get("", "next_run_at")?,
                 last_started_at: r.try_get("", "last_started_at")?,
@@ -233,7 +248,7 @@ pub async fn status(
                 runs: r.try_get("", "runs")?,
             },
             None => TickStatus {
-                name: tick_name.into(),
+                name: which.as_str().into(),
                 interval_ms,
                 next_run_at: None,
                 last_started_at: None,
@@ -248,7 +263,7 @@ pub async fn status(
             },
         };
         // Recovery runs unclaimed: its next run follows from its last one.
-        if tick_name == name::RECOVERY {
+        if which == Tick::Recovery {
             tick.next_run_at = tick
                 .last_started_at
                 .zip(every)

@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::Context;
 use clap::Args;
-use labfleet_jobs::Settings;
+use labfleet_config::Settings;
 use serde_json::{json, Value};
 
 use super::{

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use labfleet_jobs::Settings;
+use labfleet_config::Settings;
 use serde_json::{json, Value};
 
 use super::{

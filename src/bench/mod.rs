@@ -7,7 +7,7 @@ mod pipeline;
 mod scratch;
 
 use clap::Subcommand;
-use labfleet_jobs::Settings;
+use labfleet_config::Settings;
 
 /// The benchmarks.
 #[derive(Subcommand)]

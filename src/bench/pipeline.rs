@@ -11,7 +11,8 @@ use std::{
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use labfleet_jobs::{store::NewJob, JobSpec, JobStore, NoopArgs, Publisher, Settings};
+use labfleet_config::Settings;
+use labfleet_jobs::{store::NewJob, JobSpec, JobStore, NoopArgs, Publisher};
 use sea_orm::ConnectionTrait;
 
 use super::scratch::{self, child_env, use_rabbit_postgres, ScratchPostgres};
@@ -148,7 +149,6 @@ async fn drive(
 ) -> anyhow::Result<(f64, f64)> {
     let started = Instant::now();
     let submitter = {
-        let store = store.clone();
         let publisher = publisher.clone();
         let (jobs, batch) = (args.jobs, args.batch.max(1));
         tokio::spawn(async move {
@@ -162,8 +162,7 @@ async fn drive(
             let mut left = jobs;
             while left > 0 {
                 let n = left.min(batch);
-                let ids = store.create(&vec![new.clone(); n]).await?;
-                publisher.publish(labfleet_jobs::Family::Diag, &ids).await?;
+                publisher.submit(&vec![new.clone(); n]).await?;
                 left -= n;
             }
             anyhow::Ok(())

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use labfleet_jobs::Settings;
+use labfleet_config::Settings;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use secrecy::ExposeSecret;
 

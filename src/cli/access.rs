@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use chrono::SecondsFormat;
 use clap::Subcommand;
 use labfleet_access::{AccessStore, NewAuditEvent, Role};
-use labfleet_jobs::Settings;
+use labfleet_config::Settings;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 

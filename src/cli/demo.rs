@@ -12,7 +12,7 @@ use std::{io::ErrorKind, process::ExitCode};
 
 use anyhow::Context;
 use clap::Args;
-use labfleet_jobs::Settings;
+use labfleet_config::Settings;
 use secrecy::SecretString;
 
 use super::{

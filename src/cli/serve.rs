@@ -1,7 +1,7 @@
 //! `labfleet serve`: API, worker and scheduler in one process. With nothing configured this is
 //! the embedded default (SQLite file, in-process queue).
 
-use labfleet_jobs::Settings;
+use labfleet_config::Settings;
 use secrecy::SecretString;
 
 use crate::{components::Components, shutdown, system::System};

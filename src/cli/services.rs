@@ -2,7 +2,7 @@
 //! with RabbitMQ and PostgreSQL.
 
 use anyhow::Context;
-use labfleet_jobs::Settings;
+use labfleet_config::Settings;
 
 use crate::{components::Components, shutdown};
 
@@ -50,10 +50,10 @@ pub async fn scheduler(settings: Settings) -> anyhow::Result<()> {
 
 /// Migrates and exits.
 pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
-    let db = labfleet_jobs::db::connect(&settings)
+    let db = labfleet_db::connect(&settings)
         .await
         .context("cannot open the database")?;
-    labfleet_jobs::db::migrate(&db)
+    labfleet_db::migrate(&db)
         .await
         .context("cannot migrate the database")?;
     println!("database schema is up to date");

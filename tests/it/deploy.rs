@@ -30,7 +30,7 @@ pub(crate) struct Lab {
 impl Lab {
     pub(crate) async fn start(
         backend: Backend,
-        tweak: impl FnOnce(&mut labfleet_jobs::Settings),
+        tweak: impl FnOnce(&mut labfleet_config::Settings),
     ) -> Lab {
         Self::start_with_sim(backend, tweak, |_| {}).await
     }
@@ -38,7 +38,7 @@ impl Lab {
     /// [`Lab::start`] with the simulator's configuration adjusted (latencies, faults).
     pub(crate) async fn start_with_sim(
         backend: Backend,
-        tweak: impl FnOnce(&mut labfleet_jobs::Settings),
+        tweak: impl FnOnce(&mut labfleet_config::Settings),
         sim_tweak: impl FnOnce(&mut labfleet_sim::SimConfig),
     ) -> Lab {
         let dir = tempfile::tempdir().unwrap();

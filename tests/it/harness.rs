@@ -7,7 +7,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use labfleet_jobs::{db, JobStore, Queue, Settings};
+use labfleet_config::Settings;
+use labfleet_db as db;
+use labfleet_jobs::{JobStore, Queue};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 use secrecy::SecretString;
 use serde_json::Value;

@@ -148,19 +148,24 @@ async fn lease_renewal_and_batched_completion_on_shared_rows_do_not_deadlock() {
     drop_pg_database(&name).await;
 }
 
+/// A job store alone on a fresh embedded (SQLite) database: no worker or sweep touches its jobs.
+async fn embedded_store() -> (sea_orm::DatabaseConnection, JobStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = labfleet_config::Settings {
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    let db = labfleet_db::connect(&settings).await.unwrap();
+    labfleet_db::migrate(&db).await.unwrap();
+    (db.clone(), JobStore::new(db), dir)
+}
+
 /// A parent cancelled while its only child ran, whose child then finished its work anyway (as a
 /// clone done before the cancel could stop it does), ends `succeeded`, not `cancelled` with
 /// every child succeeded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_that_came_too_late_leaves_the_parent_succeeded() {
-    let dir = tempfile::tempdir().unwrap();
-    let settings = labfleet_jobs::Settings {
-        data_dir: dir.path().to_path_buf(),
-        ..Default::default()
-    };
-    let db = labfleet_jobs::db::connect(&settings).await.unwrap();
-    labfleet_jobs::db::migrate(&db).await.unwrap();
-    let store = JobStore::new(db.clone());
+    let (db, store, _dir) = embedded_store().await;
     let new = |parent_id| NewJob {
         spec: JobSpec::Noop(NoopArgs::default()),
         parent_id,
@@ -217,5 +222,49 @@ async fn a_cancel_that_came_too_late_leaves_the_parent_succeeded() {
     store.cancel(other, "cancelled on request").await.unwrap();
     assert!(store.finalize_parents(&[other]).await.unwrap().is_empty());
     assert_eq!(store.get_row(other).await.unwrap().status, "cancelled");
+    db.close().await.unwrap();
+}
+
+/// A claim comes back typed: the spec decoded from the stored kind and arguments (or what is
+/// wrong with them), and the family the spec travels on, whatever the row's text says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_are_typed_and_a_bad_row_says_what_is_wrong() {
+    let (db, store, _dir) = embedded_store().await;
+    let on_power = NewJob {
+        spec: JobSpec::Noop(NoopArgs {
+            family: Some(labfleet_jobs::Family::Power),
+            ..Default::default()
+        }),
+        parent_id: None,
+        created_by: "test".into(),
+        max_attempts: 3,
+        class_id: None,
+    };
+    let ids = store
+        .create(&[on_power.clone(), on_power.clone()])
+        .await
+        .unwrap();
+    // One row's family text is garbled, the other's kind is one this build does not know.
+    for (column, text, id) in [("family", "bogus", ids[0]), ("kind", "reticulate", ids[1])] {
+        let changed = db
+            .execute(Statement::from_sql_and_values(
+                DatabaseBackend::Sqlite,
+                format!("UPDATE jobs SET {column} = ? WHERE id = ?"),
+                [text.into(), id.into()],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(changed.rows_affected(), 1);
+    }
+    let until = Utc::now() + chrono::Duration::seconds(60);
+    let claimed = store.claim_batch(OWNER, &ids, until).await.unwrap();
+    let of = |id: Uuid| claimed.iter().find(|c| c.id == id).expect("claimed");
+    assert_eq!(of(ids[0]).spec, Ok(on_power.spec.clone()));
+    assert_eq!(of(ids[0]).family, labfleet_jobs::Family::Power);
+    assert_eq!(
+        of(ids[1]).spec,
+        Err(labfleet_jobs::InvalidJob::UnknownKind("reticulate".into()))
+    );
+    assert_eq!(of(ids[1]).kind_name(), "unknown");
     db.close().await.unwrap();
 }

@@ -1,13 +1,13 @@
 //! What a job handler gets (`JobContext`) and what it returns (`JobOutcome` or `JobError`).
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
 use std::sync::Arc;
 
 use labfleet_clusters::ClusterStore;
+use labfleet_config::{DeploySettings, PowerSettings};
 use labfleet_deploy::{ClassStore, Slots};
-use labfleet_jobs::settings::{DeploySettings, PowerSettings};
-use labfleet_jobs::{store::NewJob, Family, JobSpec, JobStore, Publisher, StoreError};
+use labfleet_jobs::{store::NewJob, JobSpec, JobStore, Publisher, StoreError};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -122,18 +122,7 @@ impl JobContext {
         let Some(pending) = self.store.create_children(self.job_id, &new).await? else {
             return Err(JobError::Cancelled);
         };
-        let mut by_family: HashMap<Family, Vec<Uuid>> = HashMap::new();
-        for (family, id) in pending {
-            by_family.entry(family).or_default().push(id);
-        }
-        for (family, ids) in by_family {
-            for chunk in ids.chunks(500) {
-                if let Err(e) = self.publisher.publish(family, chunk).await {
-                    // The children are stored; the recovery sweep publishes them later.
-                    tracing::warn!(error = %e, "could not publish children now");
-                }
-            }
-        }
+        self.publisher.publish_stored(&pending).await;
         Ok(JobOutcome::WaitChildren)
     }
 }

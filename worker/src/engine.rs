@@ -14,13 +14,13 @@ use std::{
 
 use chrono::Utc;
 use labfleet_clusters::ClusterStore;
+use labfleet_config::{DeploySettings, FamilyConcurrency, Settings};
 use labfleet_deploy::{ClassStore, Slots};
-use labfleet_jobs::settings::DeploySettings;
 use labfleet_jobs::{
     queue::Delivery,
     retry::{Reconnect, RetryPolicy},
     store::{Claimed, Completion, Outcome},
-    Family, JobSpec, JobStore, Publisher, Settings,
+    Family, JobStore, Publisher,
 };
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -123,7 +123,7 @@ impl Worker {
 
         let mut consumers = Vec::new();
         for family in Family::ALL {
-            let concurrency = s.settings.worker.concurrency.of(family);
+            let concurrency = concurrency_of(&s.settings.worker.concurrency, family);
             if concurrency == 0 {
                 continue;
             }
@@ -278,6 +278,18 @@ async fn claim_and_start(
     true
 }
 
+/// How many jobs of `family` this worker runs at once (0: it does not consume the family).
+fn concurrency_of(c: &FamilyConcurrency, family: Family) -> u16 {
+    match family {
+        Family::Deploy => c.deploy,
+        Family::Vm => c.vm,
+        Family::Power => c.power,
+        Family::Reset => c.reset,
+        Family::Sync => c.sync,
+        Family::Diag => c.diag,
+    }
+}
+
 fn chrono_lease(settings: &Settings) -> chrono::Duration {
     chrono::Duration::from_std(settings.worker.lease()).unwrap_or(chrono::Duration::seconds(30))
 }
@@ -289,9 +301,11 @@ async fn run_claimed(
     permit: OwnedSemaphorePermit,
 ) -> Finished {
     let s = &worker.shared;
-    let span = tracing::info_span!("job", job.id = %job.id, job.kind = %job.kind, job.attempt = job.attempt);
+    let kind = job.kind_name();
+    let span =
+        tracing::info_span!("job", job.id = %job.id, job.kind = kind, job.attempt = job.attempt);
     let started = Instant::now();
-    let family = Family::parse(&job.family).unwrap_or(Family::Diag);
+    let family = job.family;
     let outcome = async {
         if !job.continuation && job.attempt > job.max_attempts {
             return Outcome::Dead {
@@ -301,11 +315,11 @@ async fn run_claimed(
                 ),
             };
         }
-        let spec = match JobSpec::from_parts(&job.kind, job.payload.clone()) {
-            Ok(spec) => spec,
-            Err(e) => {
+        let spec = match &job.spec {
+            Ok(spec) => spec.clone(),
+            Err(invalid) => {
                 return Outcome::Failed {
-                    error: format!("invalid arguments for a {} job: {e}", job.kind),
+                    error: invalid.to_string(),
                 }
             }
         };
@@ -358,9 +372,8 @@ async fn run_claimed(
     .instrument(span.clone())
     .await;
     let label = outcome_label(&outcome);
-    metrics::counter!("labfleet_jobs_total", "kind" => job.kind.clone(), "outcome" => label)
-        .increment(1);
-    metrics::histogram!("labfleet_job_duration_seconds", "kind" => job.kind.clone())
+    metrics::counter!("labfleet_jobs_total", "kind" => kind, "outcome" => label).increment(1);
+    metrics::histogram!("labfleet_job_duration_seconds", "kind" => kind)
         .record(started.elapsed().as_secs_f64());
     span.in_scope(|| tracing::debug!(outcome = label, "job run ended"));
     Finished {

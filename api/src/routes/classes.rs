@@ -11,7 +11,7 @@ use axum::{
     Json,
 };
 use chrono::{DateTime, Utc};
-use labfleet_deploy::{classes::class_state, ClassRequest, ClassStore, VmView};
+use labfleet_deploy::{ClassRequest, ClassState, ClassStore, VmView};
 use labfleet_entities::class;
 use labfleet_jobs::{
     store::{CreateOutcome, IdempotencyClaim, NewJob},
@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use uuid::Uuid;
 
-use super::jobs::{idempotency_key, publish_soon, retry_and_publish};
+use super::jobs::{idempotency_key, retry_and_publish};
 use crate::{
     auth::Caller,
     error::ApiError,
@@ -156,8 +156,8 @@ pub(crate) async fn create(
     let owner = caller.name.clone();
     let max_attempts = state.settings.retry.max_attempts;
     let outcome = state
-        .store
-        .create_with(claim.as_ref(), move |txn| {
+        .publisher
+        .submit_with(claim.as_ref(), move |txn| {
             Box::pin(async move {
                 let class = ClassStore::insert(txn, &new_class, &owner).await?;
                 Ok(NewJob {
@@ -172,7 +172,6 @@ pub(crate) async fn create(
         .await?;
     match outcome {
         CreateOutcome::Created(job_id) => {
-            publish_soon(&state, labfleet_jobs::Family::Deploy, job_id).await;
             let class_id = class_of(&state, job_id).await?;
             let target = format!("class:{class_id}");
             state
@@ -232,7 +231,7 @@ pub(crate) async fn list(
         .map(|c| (c.id, c.cluster_id))
         .collect();
     let ids: Vec<i64> = classes.iter().map(|c| c.id).collect();
-    let jobs = state.classes.latest_jobs(&ids).await?;
+    let jobs = state.store.latest_jobs_of_classes(&ids).await?;
     let out = classes
         .into_iter()
         .map(|class| {
@@ -259,8 +258,14 @@ pub(crate) async fn show(
 ) -> Result<Json<ClassDetail>, ApiError> {
     let class = visible_class(&caller, &state, id).await?;
     let (vms, job_id, cluster) = tokio::try_join!(
-        state.classes.vm_views(id),
-        state.classes.latest_job(id),
+        async { state.classes.vm_views(id).await.map_err(ApiError::from) },
+        async {
+            state
+                .store
+                .latest_job_of_class(id)
+                .await
+                .map_err(ApiError::from)
+        },
         async { Ok(state.clusters.get(class.cluster_db_id).await.ok()) },
     )?;
     let mut counts = VmCounts {
@@ -357,13 +362,13 @@ pub(crate) async fn delete(
     ClassId(id): ClassId,
 ) -> Result<Response, ApiError> {
     let class = visible_class(&caller, &state, id).await?;
-    if class.state != class_state::ACTIVE {
+    if !is_active(&class) {
         return Err(ApiError::Conflict(format!(
             "class {id} is already {}",
             class.state
         )));
     }
-    if let Some((job, kind)) = state.classes.unfinished_job(id).await? {
+    if let Some((job, kind)) = state.store.unfinished_job_of_class(id).await? {
         if kind != "deploy_class" {
             return Err(ApiError::Conflict(format!(
                 "job {job} ({kind}) of this class is still running; try again when it has finished"
@@ -376,7 +381,7 @@ pub(crate) async fn delete(
         keep: 0,
     });
     let job_id = class_job(&state, &caller, id, spec, move |txn| {
-        Box::pin(async move { ClassStore::set_state(txn, id, class_state::DELETING).await })
+        Box::pin(async move { ClassStore::set_state(txn, id, ClassState::Deleting).await })
     })
     .await?;
     let detail = json!({"name": class.name});
@@ -405,12 +410,12 @@ pub(crate) async fn retry_failed(
     ClassId(id): ClassId,
 ) -> Result<Response, ApiError> {
     let class = visible_class(&caller, &state, id).await?;
-    if class.state != class_state::ACTIVE {
+    if !is_active(&class) {
         return Err(ApiError::Conflict(format!("class {id} is {}", class.state)));
     }
     let job = state
-        .classes
-        .latest_job(id)
+        .store
+        .latest_job_of_class(id)
         .await?
         .ok_or_else(|| ApiError::Conflict(format!("class {id} has no deployment to retry")))?;
     let out = retry_and_publish(&state, job).await?;
@@ -437,7 +442,8 @@ async fn visible_class(
     caller.require_teacher()?;
     match state.classes.get(id).await? {
         Some(c)
-            if c.state != class_state::DELETED && (caller.is_admin() || c.owner == caller.name) =>
+            if ClassState::parse(&c.state) != Some(ClassState::Deleted)
+                && (caller.is_admin() || c.owner == caller.name) =>
         {
             Ok(c)
         }
@@ -445,15 +451,20 @@ async fn visible_class(
     }
 }
 
+/// True when the class is in use (not being deleted, not deleted).
+fn is_active(class: &class::Model) -> bool {
+    ClassState::parse(&class.state) == Some(ClassState::Active)
+}
+
 /// Refuses (409) while another operation of the class runs.
 async fn ensure_idle(state: &AppState, class: &class::Model) -> Result<(), ApiError> {
-    if class.state != class_state::ACTIVE {
+    if !is_active(class) {
         return Err(ApiError::Conflict(format!(
             "class {} is {}",
             class.id, class.state
         )));
     }
-    if let Some((job, kind)) = state.classes.unfinished_job(class.id).await? {
+    if let Some((job, kind)) = state.store.unfinished_job_of_class(class.id).await? {
         return Err(ApiError::Conflict(format!(
             "job {job} ({kind}) of this class is still running; try again when it has finished"
         )));
@@ -478,7 +489,6 @@ where
         > + Send
         + 'static,
 {
-    let family = spec.family();
     let new = NewJob {
         spec,
         parent_id: None,
@@ -487,8 +497,8 @@ where
         class_id: Some(class_id),
     };
     let outcome = state
-        .store
-        .create_with(None, move |txn| {
+        .publisher
+        .submit_with(None, move |txn| {
             Box::pin(async move {
                 change(txn).await?;
                 Ok(new)
@@ -496,10 +506,7 @@ where
         })
         .await?;
     match outcome {
-        CreateOutcome::Created(job_id) => {
-            publish_soon(state, family, job_id).await;
-            Ok(Some(job_id))
-        }
+        CreateOutcome::Created(job_id) => Ok(Some(job_id)),
         _ => Err(ApiError::Internal(
             "a job without a key was replayed".into(),
         )),

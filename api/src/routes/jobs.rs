@@ -3,8 +3,6 @@
 //! is a 404 (not a 403), so job ids do not leak. Cancel and retry: admins, and teachers on their
 //! own jobs.
 
-use std::time::Duration;
-
 use axum::{
     body::Bytes,
     extract::State,
@@ -14,7 +12,7 @@ use axum::{
 };
 use labfleet_jobs::{
     store::{CreateOutcome, IdempotencyClaim, JobDetail, JobFilter, JobSummary, NewJob},
-    Family, JobSpec, JobStatus, StoreError,
+    JobSpec, JobStatus, StoreError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -253,31 +251,22 @@ pub(crate) async fn submit(
     new: NewJob,
     audit: AuditAs<'_>,
 ) -> Result<Response, ApiError> {
-    let family = new.spec.family();
-    let (job_id, created) = match idempotency_key(headers)? {
-        Some(key) => {
-            let claim = IdempotencyClaim {
-                caller: caller.name.clone(),
-                key,
-                request_hash: hex::encode(Sha256::digest(request)),
-            };
-            match state.store.create_idempotent(&new, &claim).await? {
-                CreateOutcome::Created(id) => {
-                    publish_soon(state, family, id).await;
-                    (id, true)
-                }
-                CreateOutcome::Replayed(id) => (id, false),
-                CreateOutcome::KeyConflict => {
-                    return Err(ApiError::Conflict(
-                        "this Idempotency-Key was already used with a different request".into(),
-                    ))
-                }
-            }
-        }
-        None => {
-            let id = state.store.create(std::slice::from_ref(&new)).await?[0];
-            publish_soon(state, family, id).await;
-            (id, true)
+    let claim = idempotency_key(headers)?.map(|key| IdempotencyClaim {
+        caller: caller.name.clone(),
+        key,
+        request_hash: hex::encode(Sha256::digest(request)),
+    });
+    let outcome = state
+        .publisher
+        .submit_with(claim.as_ref(), move |_| Box::pin(async move { Ok(new) }))
+        .await?;
+    let (job_id, created) = match outcome {
+        CreateOutcome::Created(id) => (id, true),
+        CreateOutcome::Replayed(id) => (id, false),
+        CreateOutcome::KeyConflict => {
+            return Err(ApiError::Conflict(
+                "this Idempotency-Key was already used with a different request".into(),
+            ))
         }
     };
     if created {
@@ -304,22 +293,6 @@ pub(crate) fn accepted(job_id: Uuid) -> Response {
         Json(Accepted { ok: true, job_id }),
     )
         .into_response()
-}
-
-/// Publishes a committed job, waiting briefly for the broker's confirm. A job that cannot be
-/// published now is still accepted: the recovery sweep publishes it once the broker is back.
-pub(crate) async fn publish_soon(state: &AppState, family: Family, id: Uuid) {
-    let ids = [id];
-    match tokio::time::timeout(
-        Duration::from_secs(1),
-        state.publisher.publish(family, &ids),
-    )
-    .await
-    {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(job.id = %id, error = %e, "job stored, publish deferred"),
-        Err(_) => tracing::warn!(job.id = %id, "job stored, publish deferred (broker slow)"),
-    }
 }
 
 pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -406,15 +379,7 @@ pub(crate) async fn retry_and_publish(
     id: Uuid,
 ) -> Result<labfleet_jobs::store::RetryOutcome, ApiError> {
     let out = state.store.retry(id).await?;
-    let mut by_family: std::collections::HashMap<Family, Vec<Uuid>> = Default::default();
-    for (family, job) in &out.requeued {
-        by_family.entry(*family).or_default().push(*job);
-    }
-    for (family, ids) in by_family {
-        if let Err(e) = state.publisher.publish(family, &ids).await {
-            tracing::warn!(error = %e, "retried jobs stored, publish deferred");
-        }
-    }
+    state.publisher.publish_stored(&out.requeued).await;
     // A parent with nothing left to re-run finishes at once (else the recovery sweep does it:
     // the retry itself is committed, so this must not turn the answer into an error).
     if let Err(e) = state.store.finalize_parents(&[id]).await {

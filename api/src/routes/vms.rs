@@ -12,7 +12,7 @@ use axum::{
     Json,
 };
 use labfleet_access::Role;
-use labfleet_deploy::{classes::class_state, vms::POWERABLE, AssignedVm, VmScope};
+use labfleet_deploy::{AssignedVm, ClassState, VmScope, VmState};
 use labfleet_jobs::{store::NewJob, JobSpec, JobStatus, PowerAction, StoreError, VmPowerArgs};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
@@ -330,7 +330,7 @@ fn may_see(caller: &Caller, vm: &AssignedVm) -> bool {
 /// Refuses (409) a VM that does not exist yet or is going away: being deployed (or its deploy
 /// job still runs), failed, being deleted, or in a class being deleted.
 async fn ensure_powerable(state: &AppState, vm: &AssignedVm) -> Result<(), ApiError> {
-    if !POWERABLE.contains(&vm.state.as_str()) {
+    if !VmState::parse(&vm.state).is_some_and(VmState::powerable) {
         return Err(ApiError::Conflict(format!(
             "VM {} is {}: only a deployed VM (created or running) can be powered; \
              wait until its deployment or deletion has finished",
@@ -338,7 +338,7 @@ async fn ensure_powerable(state: &AppState, vm: &AssignedVm) -> Result<(), ApiEr
         )));
     }
     let class = state.classes.get(vm.class_id).await?;
-    if class.is_some_and(|c| c.state != class_state::ACTIVE) {
+    if class.is_some_and(|c| ClassState::parse(&c.state) != Some(ClassState::Active)) {
         return Err(ApiError::Conflict(format!(
             "the class of VM {} is being deleted",
             vm.id

@@ -54,7 +54,7 @@ impl JobStore {
                 backend,
                 &update_in_id_order(
                     backend,
-                    &format!("{scope} AND status IN ('queued', 'running', 'retrying')"),
+                    &format!("{scope} AND status IN {}", JobStatus::UNFINISHED_SQL),
                     "cancel_requested = ?, updated_at = ?",
                     "",
                 ),

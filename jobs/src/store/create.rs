@@ -13,7 +13,10 @@ use uuid::Uuid;
 use labfleet_entities::{idempotency_key, job};
 
 use super::{event, insert_events, JobStore, StoreError};
-use crate::{spec::JobSpec, status::JobStatus};
+use crate::{
+    spec::{Family, JobSpec},
+    status::JobStatus,
+};
 
 /// The future a [`JobStore::create_with`] builder returns: work on the open transaction.
 pub type TxnFuture<'t, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 't>>;
@@ -91,18 +94,31 @@ impl JobStore {
     where
         F: for<'t> FnOnce(&'t DatabaseTransaction) -> TxnFuture<'t, NewJob>,
     {
+        Ok(self.create_with_family(claim, build).await?.0)
+    }
+
+    /// [`JobStore::create_with`], also saying the family a created job travels on.
+    pub(crate) async fn create_with_family<F>(
+        &self,
+        claim: Option<&IdempotencyClaim>,
+        build: F,
+    ) -> Result<(CreateOutcome, Option<Family>), StoreError>
+    where
+        F: for<'t> FnOnce(&'t DatabaseTransaction) -> TxnFuture<'t, NewJob>,
+    {
         if let Some(claim) = claim {
             if let Some(found) = self.find_idempotent(claim).await? {
-                return Ok(found);
+                return Ok((found, None));
             }
         }
         let txn = self.db.begin().await?;
         let new = build(&txn).await?;
+        let family = new.spec.family();
         let ids = insert_jobs(&txn, std::slice::from_ref(&new)).await?;
         let job_id = ids[0];
         let Some(claim) = claim else {
             txn.commit().await?;
-            return Ok(CreateOutcome::Created(job_id));
+            return Ok((CreateOutcome::Created(job_id), Some(family)));
         };
         let now = Utc::now();
         // An expired key of the same caller is replaced.
@@ -127,14 +143,16 @@ impl JobStore {
         match inserted {
             Ok(_) => {
                 txn.commit().await?;
-                Ok(CreateOutcome::Created(job_id))
+                Ok((CreateOutcome::Created(job_id), Some(family)))
             }
             Err(_) => {
                 // A concurrent request with the same key won the race: use its job.
                 txn.rollback().await?;
-                self.find_idempotent(claim)
+                let found = self
+                    .find_idempotent(claim)
                     .await?
-                    .ok_or_else(|| StoreError::Conflict("idempotency key race".into()))
+                    .ok_or_else(|| StoreError::Conflict("idempotency key race".into()))?;
+                Ok((found, None))
             }
         }
     }
@@ -176,7 +194,7 @@ pub(crate) async fn insert_jobs<C: ConnectionTrait>(
         ids.push(id);
         rows.push(job::ActiveModel {
             id: Set(id),
-            kind: Set(new.spec.kind().to_string()),
+            kind: Set(new.spec.kind().as_str().to_string()),
             family: Set(new.spec.family().as_str().to_string()),
             payload: Set(new.spec.args_json()),
             status: Set(JobStatus::Queued.as_str().to_string()),

@@ -11,17 +11,19 @@ use super::{
     create::insert_jobs, event, insert_events, placeholders, query::child_counts_on, sql,
     update_in_id_order, JobStore, StoreError,
 };
-use crate::{spec::Family, status::JobStatus, store::NewJob};
+use crate::{
+    spec::{Family, InvalidJob, JobSpec},
+    status::JobStatus,
+    store::NewJob,
+};
 
 /// A job a worker now owns.
 #[derive(Clone, Debug)]
 pub struct Claimed {
     /// The job.
     pub id: Uuid,
-    /// Its kind (the serde tag of `JobSpec`).
-    pub kind: String,
-    /// Its arguments.
-    pub payload: Json,
+    /// What to run, decoded from the stored kind and arguments, or why it cannot be.
+    pub spec: Result<JobSpec, InvalidJob>,
     /// This attempt's number (1-based).
     pub attempt: i32,
     /// Attempts it gets.
@@ -32,12 +34,23 @@ pub struct Claimed {
     pub parent_id: Option<Uuid>,
     /// Who created it (children inherit it).
     pub created_by: String,
-    /// Its queue family.
-    pub family: String,
+    /// Its queue family (retries and hand-backs are published there).
+    pub family: Family,
     /// True when this run continues a parked job rather than starting an attempt.
     pub continuation: bool,
     /// Identifies this claim: only the run holding it may write the outcome.
     pub lease_token: Uuid,
+}
+
+impl Claimed {
+    /// The kind's name, for logs and metrics (`unknown` for a kind this build does not know).
+    pub fn kind_name(&self) -> &'static str {
+        match &self.spec {
+            Ok(spec) => spec.kind().as_str(),
+            Err(InvalidJob::BadArguments { kind, .. }) => kind.as_str(),
+            Err(InvalidJob::UnknownKind(_)) => "unknown",
+        }
+    }
 }
 
 /// How a run ended, as the worker reports it.
@@ -507,15 +520,18 @@ impl JobStore {
             let row = txn
                 .query_one(sql(
                     backend,
-                    "UPDATE jobs SET status = CASE WHEN EXISTS (SELECT 1 FROM jobs c \
-                     WHERE c.parent_id = ? AND c.status IN ('failed', 'dead', 'cancelled')) \
-                     THEN 'failed' ELSE 'succeeded' END, step = NULL, finished_at = ?, updated_at = ? \
-                     WHERE id = ? AND status = 'running' AND lease_owner IS NULL \
-                     AND next_run_at IS NULL \
-                     AND EXISTS (SELECT 1 FROM jobs c WHERE c.parent_id = ?) \
-                     AND NOT EXISTS (SELECT 1 FROM jobs c \
-                     WHERE c.parent_id = ? AND c.status IN ('queued', 'running', 'retrying')) \
-                     RETURNING status, attempts",
+                    &format!(
+                        "UPDATE jobs SET status = CASE WHEN EXISTS (SELECT 1 FROM jobs c \
+                         WHERE c.parent_id = ? AND c.status IN ('failed', 'dead', 'cancelled')) \
+                         THEN 'failed' ELSE 'succeeded' END, step = NULL, finished_at = ?, \
+                         updated_at = ? WHERE id = ? AND status = 'running' \
+                         AND lease_owner IS NULL AND next_run_at IS NULL \
+                         AND EXISTS (SELECT 1 FROM jobs c WHERE c.parent_id = ?) \
+                         AND NOT EXISTS (SELECT 1 FROM jobs c \
+                         WHERE c.parent_id = ? AND c.status IN {}) \
+                         RETURNING status, attempts",
+                        JobStatus::UNFINISHED_SQL
+                    ),
                     vec![
                         (*parent).into(),
                         now.into(),
@@ -592,16 +608,25 @@ fn claimed_from_row(
     continuation: bool,
     lease_token: Uuid,
 ) -> Result<Claimed, StoreError> {
+    let kind: String = row.try_get("", "kind")?;
+    let payload: Json = row.try_get("", "payload")?;
+    let spec = JobSpec::from_stored(&kind, payload);
+    let stored_family: String = row.try_get("", "family")?;
+    // The family was written from the spec; a row whose kind cannot be decoded only ever fails
+    // (nothing is published for it), so a family it does not name is never used to route it.
+    let family = match &spec {
+        Ok(spec) => spec.family(),
+        Err(_) => Family::parse(&stored_family).unwrap_or(Family::Diag),
+    };
     Ok(Claimed {
         id: row.try_get("", "id")?,
-        kind: row.try_get("", "kind")?,
-        payload: row.try_get("", "payload")?,
+        spec,
         attempt: row.try_get("", "attempts")?,
         max_attempts: row.try_get("", "max_attempts")?,
         checkpoint: row.try_get("", "checkpoint")?,
         parent_id: row.try_get("", "parent_id")?,
         created_by: row.try_get("", "created_by")?,
-        family: row.try_get("", "family")?,
+        family,
         continuation,
         lease_token,
     })

@@ -9,9 +9,8 @@ mod query;
 mod recovery;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{
-    ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, EntityTrait, Statement, Value,
-};
+pub(crate) use labfleet_db::{placeholders, sql};
+use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, EntityTrait};
 use uuid::Uuid;
 
 use labfleet_entities::job_event;
@@ -40,32 +39,9 @@ impl StoreError {
     /// True when the database itself is unreachable (the API answers 503, workers wait).
     pub fn is_unavailable(&self) -> bool {
         match self {
-            StoreError::Db(e) => is_connection_error(e),
+            StoreError::Db(e) => labfleet_db::is_connection_error(e),
             _ => false,
         }
-    }
-}
-
-/// True when a database error means "cannot reach the database" rather than "bad query".
-pub fn is_connection_error(e: &DbErr) -> bool {
-    match e {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
-        DbErr::Exec(err) | DbErr::Query(err) => {
-            let text = err.to_string().to_ascii_lowercase();
-            [
-                "connection",
-                "pool timed out",
-                "broken pipe",
-                "io error",
-                "closed",
-                // Deadlocks and serialization failures are passing contention: worth a retry.
-                "deadlock detected",
-                "could not serialize",
-            ]
-            .iter()
-            .any(|needle| text.contains(needle))
-        }
-        _ => false,
     }
 }
 
@@ -90,27 +66,6 @@ impl JobStore {
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.db.ping().await.map_err(StoreError::from)
     }
-}
-
-/// Builds a statement from SQL written with `?` placeholders, numbering them for PostgreSQL.
-pub fn sql(backend: DatabaseBackend, text: &str, values: Vec<Value>) -> Statement {
-    let text = if backend == DatabaseBackend::Postgres {
-        let mut out = String::with_capacity(text.len() + 16);
-        let mut n = 0;
-        for ch in text.chars() {
-            if ch == '?' {
-                n += 1;
-                out.push('$');
-                out.push_str(&n.to_string());
-            } else {
-                out.push(ch);
-            }
-        }
-        out
-    } else {
-        text.to_string()
-    };
-    Statement::from_sql_and_values(backend, text, values)
 }
 
 /// A write to many rows of `jobs` that locks them in id order before it changes any: the rows
@@ -140,11 +95,6 @@ pub(crate) fn update_in_id_order(
         "WITH target AS (SELECT id FROM jobs WHERE {filter} ORDER BY id{lock}) \
          UPDATE jobs SET {set} WHERE id IN (SELECT id FROM target){returning}"
     )
-}
-
-/// `?, ?, ?` for `n` values.
-pub fn placeholders(n: usize) -> String {
-    vec!["?"; n].join(", ")
 }
 
 /// A timeline entry to write.
@@ -177,17 +127,4 @@ pub(crate) async fn insert_events<C: ConnectionTrait>(
             .await?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn placeholders_are_numbered_for_postgres_only() {
-        let pg = sql(DatabaseBackend::Postgres, "a = ? AND b IN (?, ?)", vec![]);
-        assert_eq!(pg.sql, "a = $1 AND b IN ($2, $3)");
-        let lite = sql(DatabaseBackend::Sqlite, "a = ?", vec![]);
-        assert_eq!(lite.sql, "a = ?");
-    }
 }

@@ -13,7 +13,10 @@ use uuid::Uuid;
 use labfleet_entities::job;
 
 use super::{sql, JobStore, StoreError};
-use crate::status::JobStatus;
+use crate::{
+    spec::{JobKind, JobSpec},
+    status::JobStatus,
+};
 
 /// Counts of a job's work by state. For a job without children it describes the job itself.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
@@ -137,6 +140,93 @@ pub struct JobFilter {
 }
 
 impl JobStore {
+    /// The class's newest job that has not finished, with its kind (one class operation at a
+    /// time).
+    pub async fn unfinished_job_of_class(
+        &self,
+        class_id: i64,
+    ) -> Result<Option<(Uuid, String)>, StoreError> {
+        let row = self
+            .db
+            .query_one(sql(
+                self.db.get_database_backend(),
+                &format!(
+                    "SELECT id, kind FROM jobs WHERE class_id = ? AND status IN {} \
+                     ORDER BY id DESC LIMIT 1",
+                    JobStatus::UNFINISHED_SQL
+                ),
+                vec![class_id.into()],
+            ))
+            .await?;
+        Ok(row
+            .map(|r| Ok::<_, sea_orm::DbErr>((r.try_get("", "id")?, r.try_get("", "kind")?)))
+            .transpose()?)
+    }
+
+    /// The class's newest job (deploy, resize or delete), if any.
+    pub async fn latest_job_of_class(&self, class_id: i64) -> Result<Option<Uuid>, StoreError> {
+        let row = self
+            .db
+            .query_one(sql(
+                self.db.get_database_backend(),
+                "SELECT id FROM jobs WHERE class_id = ? ORDER BY id DESC LIMIT 1",
+                vec![class_id.into()],
+            ))
+            .await?;
+        Ok(row.map(|r| r.try_get("", "id")).transpose()?)
+    }
+
+    /// The newest job of each of these classes, in one query (for listings).
+    pub async fn latest_jobs_of_classes(
+        &self,
+        class_ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, Uuid>, StoreError> {
+        if class_ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let values: Vec<sea_orm::Value> = class_ids.iter().map(|id| (*id).into()).collect();
+        let rows = self
+            .db
+            .query_all(sql(
+                self.db.get_database_backend(),
+                &format!(
+                    // Only parents carry a class, a few per class; ids grow with time (UUIDv7).
+                    "SELECT class_id, id FROM jobs WHERE class_id IN ({}) ORDER BY id",
+                    super::placeholders(class_ids.len())
+                ),
+                values,
+            ))
+            .await?;
+        let mut newest = std::collections::HashMap::with_capacity(class_ids.len());
+        for r in rows {
+            newest.insert(r.try_get("", "class_id")?, r.try_get("", "id")?);
+        }
+        Ok(newest)
+    }
+
+    /// The specs of the unfinished jobs of one kind (say, every sync still to finish).
+    pub async fn unfinished_of_kind(&self, kind: JobKind) -> Result<Vec<JobSpec>, StoreError> {
+        let rows = self
+            .db
+            .query_all(sql(
+                self.db.get_database_backend(),
+                &format!(
+                    "SELECT payload FROM jobs WHERE kind = ? AND status IN {}",
+                    JobStatus::UNFINISHED_SQL
+                ),
+                vec![kind.as_str().into()],
+            ))
+            .await?;
+        let mut specs = Vec::with_capacity(rows.len());
+        for r in rows {
+            let payload: serde_json::Value = r.try_get("", "payload")?;
+            if let Ok(spec) = JobSpec::from_stored(kind.as_str(), payload) {
+                specs.push(spec);
+            }
+        }
+        Ok(specs)
+    }
+
     /// Counts a parent's children by status.
     pub async fn child_counts(&self, parent: Uuid) -> Result<Vec<(JobStatus, i64)>, StoreError> {
         child_counts_on(&self.db, parent).await

@@ -7,7 +7,7 @@ use sea_orm::{ConnectionTrait, QueryResult, TransactionTrait};
 use uuid::Uuid;
 
 use super::{event, insert_events, sql, update_in_id_order, JobStore, StoreError};
-use crate::{spec::Family, store::create::IDEMPOTENCY_WINDOW_HOURS};
+use crate::{spec::Family, status::JobStatus, store::create::IDEMPOTENCY_WINDOW_HOURS};
 
 /// A job whose message must be published (again), and when it is due.
 #[derive(Clone, Debug, PartialEq)]
@@ -163,7 +163,8 @@ impl JobStore {
                      AND p.next_run_at IS NULL \
                      AND EXISTS (SELECT 1 FROM jobs c WHERE c.parent_id = p.id) \
                      AND NOT EXISTS (SELECT 1 FROM jobs c WHERE c.parent_id = p.id \
-                     AND c.status IN ('queued', 'running', 'retrying')) LIMIT {SWEEP_LIMIT}"
+                     AND c.status IN {unfinished}) LIMIT {SWEEP_LIMIT}",
+                    unfinished = JobStatus::UNFINISHED_SQL
                 ),
                 vec![],
             ))

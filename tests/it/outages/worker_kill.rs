@@ -20,7 +20,7 @@ fn spawn_worker(app: &crate::harness::TestApp) -> tokio::process::Child {
 async fn killing_a_worker_mid_run_loses_and_doubles_nothing() {
     // The in-process worker takes no jobs: two worker processes do.
     let app = spawn_app_with(Backend::Real, |s| {
-        s.worker.concurrency = labfleet_jobs::settings::FamilyConcurrency {
+        s.worker.concurrency = labfleet_config::FamilyConcurrency {
             deploy: 0,
             vm: 0,
             power: 0,

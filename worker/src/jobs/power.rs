@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use labfleet_deploy::{classes::vm_state, vms::POWERABLE};
+use labfleet_deploy::VmState;
 use labfleet_entities::class_vm;
 use labfleet_jobs::{PowerAction, VmPowerArgs};
 use labfleet_proxmox::{
@@ -35,7 +35,7 @@ pub(crate) async fn run(args: VmPowerArgs, ctx: JobContext) -> Result<JobOutcome
         .ok_or_else(|| {
             JobError::Permanent(format!("class VM {} does not exist", args.class_vm_id))
         })?;
-    if !POWERABLE.contains(&vm.state.as_str()) {
+    if !VmState::parse(&vm.state).is_some_and(VmState::powerable) {
         return Err(JobError::Permanent(format!(
             "VM {} ({}) is {}; only a deployed VM (created or running) can be powered",
             vm.vmid, vm.name, vm.state
@@ -340,12 +340,19 @@ impl PowerRun<'_> {
 
     /// Forgets a task that ended without doing the action (the row no longer points at it).
     async fn forget_task(&self, upid: &Upid) {
-        let state = self.vm.state.clone();
-        // Keeps the state; clears the task only if the row still has it.
+        // Keeps the state (checked powerable when the job began); clears the task only if the
+        // row still has it.
+        let state = match VmState::from_stored(&self.vm.state) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not clear the VM's power task");
+                return;
+            }
+        };
         if let Err(e) = self
             .ctx
             .classes
-            .finish_power(self.vm.id, &state, Some(upid.as_str()))
+            .finish_power(self.vm.id, state, Some(upid.as_str()))
             .await
         {
             tracing::warn!(error = %e, "could not clear the VM's power task");
@@ -359,11 +366,7 @@ impl PowerRun<'_> {
         upid: Option<&Upid>,
         changed: bool,
     ) -> Result<JobOutcome, JobError> {
-        let state = if running {
-            vm_state::RUNNING
-        } else {
-            vm_state::CREATED
-        };
+        let state = VmState::made(running);
         let upid_text = upid.map(Upid::to_string);
         let written = self
             .ctx

@@ -2,7 +2,7 @@
 //! VMID each), and fans out one `deploy_vm` child per planned VM. It does not wait for them
 //! inside a delivery: the engine finishes it when its children have finished.
 
-use labfleet_deploy::{classes::class_state, classes::vm_state, plan_missing, PlanError};
+use labfleet_deploy::{plan_missing, ClassState, PlanError, VmState};
 use labfleet_jobs::{ClassArgs, ClassVmArgs, JobSpec};
 
 use super::{connect, db, load_class, pve, snapshot, template_row};
@@ -10,7 +10,7 @@ use crate::context::{JobContext, JobError, JobOutcome};
 
 pub(crate) async fn run(args: ClassArgs, ctx: JobContext) -> Result<JobOutcome, JobError> {
     let class = load_class(&ctx, args.class_id).await?;
-    if class.state != class_state::ACTIVE {
+    if ClassState::parse(&class.state) != Some(ClassState::Active) {
         return Err(JobError::Permanent(format!(
             "class {} is {}",
             class.id, class.state
@@ -42,7 +42,7 @@ pub(crate) async fn run(args: ClassArgs, ctx: JobContext) -> Result<JobOutcome, 
         .await
         .map_err(db)?
         .into_iter()
-        .filter(|vm| vm.state == vm_state::PLANNED)
+        .filter(|vm| VmState::parse(&vm.state) == Some(VmState::Planned))
         .map(|vm| JobSpec::DeployVm(ClassVmArgs { class_vm_id: vm.id }))
         .collect();
     if children.is_empty() {

@@ -4,10 +4,7 @@
 
 use std::time::Duration;
 
-use labfleet_deploy::{
-    classes::{class_state, vm_state},
-    vmids, ClassStore, VmChange, Want,
-};
+use labfleet_deploy::{vmids, ClassState, ClassStore, VmChange, VmState, Want};
 use labfleet_jobs::{ClassVmArgs, DestroyClassArgs, JobSpec, OrphanArgs};
 use labfleet_proxmox::{DestroyParams, StopParams};
 use sea_orm::ConnectionTrait;
@@ -18,7 +15,7 @@ use crate::context::{JobContext, JobError, JobOutcome};
 pub(crate) async fn class(args: DestroyClassArgs, ctx: JobContext) -> Result<JobOutcome, JobError> {
     let class = load_class(&ctx, args.class_id).await?;
     // A deployment still winding down (its cancel was asked for) would race the destroy.
-    if let Some((job, kind)) = ctx.classes.unfinished_job(class.id).await.map_err(db)? {
+    if let Some((job, kind)) = ctx.store.unfinished_job_of_class(class.id).await? {
         if job != ctx.job_id && kind == "deploy_class" {
             ctx.set_step("waiting for the deployment to stop").await;
             return Ok(park(Duration::from_secs(1), "deployment still running"));
@@ -35,7 +32,7 @@ pub(crate) async fn class(args: DestroyClassArgs, ctx: JobContext) -> Result<Job
         .collect();
     if doomed.is_empty() {
         if args.keep == 0 {
-            ClassStore::set_state(ctx.store.db(), class.id, class_state::DELETED)
+            ClassStore::set_state(ctx.store.db(), class.id, ClassState::Deleted)
                 .await
                 .map_err(db)?;
         }
@@ -57,7 +54,7 @@ pub(crate) async fn vm(args: ClassVmArgs, ctx: JobContext) -> Result<JobOutcome,
         .update_vm(
             vm.id,
             VmChange {
-                state: Some(vm_state::DELETING),
+                state: Some(VmState::Deleting),
                 job_id: Some(ctx.job_id),
                 ..Default::default()
             },
@@ -179,7 +176,7 @@ pub(crate) async fn orphan(args: OrphanArgs, ctx: JobContext) -> Result<JobOutco
     let owned = ctx
         .store
         .db()
-        .query_one(labfleet_jobs::store::sql(
+        .query_one(labfleet_db::sql(
             ctx.store.db().get_database_backend(),
             "SELECT id FROM class_vms WHERE cluster_db_id = ? AND vmid = ?",
             vec![args.cluster_db_id.into(), args.vmid.into()],
@@ -251,7 +248,7 @@ pub(crate) async fn orphan(args: OrphanArgs, ctx: JobContext) -> Result<JobOutco
 async fn forget_orphan(ctx: &JobContext, args: &OrphanArgs) -> Result<(), JobError> {
     ctx.store
         .db()
-        .execute(labfleet_jobs::store::sql(
+        .execute(labfleet_db::sql(
             ctx.store.db().get_database_backend(),
             "DELETE FROM orphans WHERE cluster_db_id = ? AND vmid = ?",
             vec![args.cluster_db_id.into(), args.vmid.into()],
@@ -283,10 +280,10 @@ async fn forget(ctx: &JobContext, vm: &labfleet_entities::class_vm::Model) -> Re
         .map_err(db)?;
     let class = ctx.classes.get(vm.class_id).await.map_err(db)?;
     if let Some(class) = class {
-        if class.state == class_state::DELETING
+        if ClassState::parse(&class.state) == Some(ClassState::Deleting)
             && ctx.classes.vm_rows(class.id).await.map_err(db)?.is_empty()
         {
-            ClassStore::set_state(ctx.store.db(), class.id, class_state::DELETED)
+            ClassStore::set_state(ctx.store.db(), class.id, ClassState::Deleted)
                 .await
                 .map_err(db)?;
         }

@@ -31,6 +31,16 @@ pub(crate) fn db(e: DbErr) -> JobError {
     JobError::Transient(format!("database error: {e}"))
 }
 
+/// A VMID reservation that failed: the database's trouble passes (retry), a range without
+/// free ids does not.
+pub(crate) fn vmid_error(e: labfleet_deploy::vmids::VmidError) -> JobError {
+    if e.is_transient() {
+        JobError::Transient(e.to_string())
+    } else {
+        JobError::Permanent(e.to_string())
+    }
+}
+
 /// The cluster's row and its (cached) client.
 pub(crate) async fn connect(
     ctx: &JobContext,
@@ -247,5 +257,26 @@ pub(crate) fn park(after: Duration, note: &str) -> JobOutcome {
         after,
         checkpoint: serde_json::json!({ "waiting": note }),
         note: Some(note.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use labfleet_deploy::vmids::VmidError;
+
+    #[test]
+    fn a_database_error_while_reserving_a_vmid_is_retried_and_an_empty_range_is_not() {
+        let db_down = VmidError::Db(DbErr::Conn(sea_orm::RuntimeErr::Internal(
+            "connection refused".into(),
+        )));
+        assert!(matches!(vmid_error(db_down), JobError::Transient(_)));
+        let exhausted = VmidError::RangeExhausted {
+            start: 100,
+            end: 101,
+            free: 0,
+            wanted: 1,
+        };
+        assert!(matches!(vmid_error(exhausted), JobError::Permanent(_)));
     }
 }

@@ -7,9 +7,7 @@
 use std::time::Duration;
 
 use labfleet_deploy::{
-    classes::{class_state, vm_state},
-    naming::vm_name,
-    vmids, DeployMethod, Marker, VmChange, Want,
+    naming::vm_name, vmids, ClassState, DeployMethod, Marker, VmChange, VmState, Want,
 };
 use labfleet_entities::{class, class_vm, cluster, template};
 use labfleet_jobs::ClassVmArgs;
@@ -19,7 +17,7 @@ use tokio::time::Instant;
 
 use super::{
     config_clone::ConfigClone, connect, db, inspect, load_class, park, pve, run_deadline,
-    template_row, wait_task, Found, Waited,
+    template_row, vmid_error, wait_task, Found, Waited,
 };
 use crate::context::{JobContext, JobError, JobOutcome};
 
@@ -40,7 +38,7 @@ pub(crate) async fn run(args: ClassVmArgs, ctx: JobContext) -> Result<JobOutcome
             JobError::Permanent(format!("class VM {} no longer exists", args.class_vm_id))
         })?;
     let class = load_class(&ctx, vm.class_id).await?;
-    if class.state != class_state::ACTIVE {
+    if ClassState::parse(&class.state) != Some(ClassState::Active) {
         return Err(JobError::Permanent(format!(
             "class {} is {}",
             class.id, class.state
@@ -90,7 +88,7 @@ pub(crate) async fn run(args: ClassVmArgs, ctx: JobContext) -> Result<JobOutcome
     if let Err(e) = &result {
         let change = match e {
             JobError::Permanent(m) => Some(VmChange {
-                state: Some(vm_state::FAILED),
+                state: Some(VmState::Failed),
                 error: Some(Some(m)),
                 ..Default::default()
             }),
@@ -134,14 +132,14 @@ impl VmRun<'_> {
         // A first attempt of a fresh plan acts at once; anything else may follow an earlier
         // run that got further than its row says, so it looks at Proxmox first.
         let mut check_world = self.ctx.attempt > 1 || self.ctx.checkpoint.is_some();
-        if self.vm.state == vm_state::FAILED {
-            self.set_state(vm_state::PLANNED, None).await?;
+        if self.state()? == VmState::Failed {
+            self.set_state(VmState::Planned, None).await?;
             check_world = true;
         }
         let mut conflicts = 0;
         loop {
-            match self.vm.state.as_str() {
-                vm_state::PLANNED => {
+            match self.state()? {
+                VmState::Planned => {
                     if check_world {
                         check_world = false;
                         if let Some(outcome) = self.reconcile().await? {
@@ -162,7 +160,7 @@ impl VmRun<'_> {
                         .set_step(format!("cloning {} on {}", self.vm.vmid, self.vm.node))
                         .await;
                     match self.start_clone().await {
-                        Ok(upid) => self.set_state(vm_state::CLONING, Some(&upid)).await?,
+                        Ok(upid) => self.set_state(VmState::Cloning, Some(&upid)).await?,
                         Err(StartError::Pve(e))
                             if e.is_already_exists() && conflicts < MAX_CONFLICTS =>
                         {
@@ -173,10 +171,10 @@ impl VmRun<'_> {
                         Err(StartError::Job(e)) => return Err(e),
                     }
                 }
-                vm_state::CLONING => {
+                VmState::Cloning => {
                     let Some(upid) = self.vm.upid.as_deref().and_then(|u| Upid::parse(u).ok())
                     else {
-                        self.set_state(vm_state::PLANNED, None).await?;
+                        self.set_state(VmState::Planned, None).await?;
                         check_world = true;
                         continue;
                     };
@@ -202,7 +200,7 @@ impl VmRun<'_> {
                         }
                         Ok(Waited::Done) => {
                             self.release_slots().await;
-                            self.set_state(vm_state::CREATED, None).await?;
+                            self.set_state(VmState::Created, None).await?;
                             if self.ctx.cancel.is_cancelled() {
                                 // Made before the cancel could stop it: recorded, not started.
                                 return Ok(self.done());
@@ -212,7 +210,7 @@ impl VmRun<'_> {
                         Err(e) => {
                             // A failed clone task leaves no VM behind (PVE cleans up).
                             self.release_slots().await;
-                            self.set_state(vm_state::PLANNED, None).await?;
+                            self.set_state(VmState::Planned, None).await?;
                             let text = e.to_string().to_lowercase();
                             if (text.contains("already exists") || text.contains("file exists"))
                                 && conflicts < MAX_CONFLICTS
@@ -225,7 +223,7 @@ impl VmRun<'_> {
                         }
                     }
                 }
-                vm_state::CREATED => {
+                VmState::Created => {
                     if !self.class.start_vms {
                         return Ok(self.done());
                     }
@@ -237,32 +235,32 @@ impl VmRun<'_> {
                         .qemu_start(&self.vm.node, self.vm.vmid as u32, &StartParams::default())
                         .await
                     {
-                        Ok(upid) => self.set_state(vm_state::STARTING, Some(&upid)).await?,
+                        Ok(upid) => self.set_state(VmState::Starting, Some(&upid)).await?,
                         Err(e) if e.to_string().contains("already running") => {
-                            self.set_state(vm_state::RUNNING, None).await?
+                            self.set_state(VmState::Running, None).await?
                         }
                         Err(e) => return Err(pve(e)),
                     }
                 }
-                vm_state::STARTING => {
+                VmState::Starting => {
                     let Some(upid) = self.vm.upid.as_deref().and_then(|u| Upid::parse(u).ok())
                     else {
-                        self.set_state(vm_state::CREATED, None).await?;
+                        self.set_state(VmState::Created, None).await?;
                         continue;
                     };
                     match wait_task(self.ctx, &self.client, &upid, None, self.deadline).await {
                         Ok(Waited::StillRunning) => {
                             return Ok(park(Duration::from_secs(1), "start task running"))
                         }
-                        Ok(Waited::Done) => self.set_state(vm_state::RUNNING, None).await?,
+                        Ok(Waited::Done) => self.set_state(VmState::Running, None).await?,
                         Err(JobError::Cancelled) => return Err(JobError::Cancelled),
                         Err(e) => {
-                            self.set_state(vm_state::CREATED, None).await?;
+                            self.set_state(VmState::Created, None).await?;
                             return Err(e);
                         }
                     }
                 }
-                vm_state::RUNNING => return Ok(self.done()),
+                VmState::Running => return Ok(self.done()),
                 other => {
                     return Err(JobError::Permanent(format!(
                         "VM {} is {other}; it cannot be deployed now",
@@ -300,12 +298,7 @@ impl VmRun<'_> {
             }
             Found::Ours { running, .. } => {
                 tracing::info!(vmid = self.vm.vmid, "adopting a VM made by an earlier run");
-                let state = if running {
-                    vm_state::RUNNING
-                } else {
-                    vm_state::CREATED
-                };
-                self.set_state(state, None).await?;
+                self.set_state(VmState::made(running), None).await?;
             }
             Found::Foreign { node } => self.move_to_new_vmid(&node, &in_use).await?,
         }
@@ -332,7 +325,7 @@ impl VmRun<'_> {
             Duration::from_secs(self.ctx.deploy.vmid_cooldown_secs),
         )
         .await
-        .map_err(|e| JobError::Permanent(e.to_string()))?[0];
+        .map_err(vmid_error)?[0];
         let name = vm_name(&self.class.slug, self.vm.idx as u32, new as u32);
         tracing::warn!(
             old = self.vm.vmid,
@@ -452,7 +445,12 @@ impl VmRun<'_> {
         }
     }
 
-    async fn set_state(&mut self, state: &str, upid: Option<&Upid>) -> Result<(), JobError> {
+    /// The row's state, typed.
+    fn state(&self) -> Result<VmState, JobError> {
+        VmState::from_stored(&self.vm.state).map_err(|e| JobError::Permanent(e.to_string()))
+    }
+
+    async fn set_state(&mut self, state: VmState, upid: Option<&Upid>) -> Result<(), JobError> {
         let upid_text = upid.map(|u| u.to_string());
         self.ctx
             .classes
@@ -467,7 +465,7 @@ impl VmRun<'_> {
             )
             .await
             .map_err(db)?;
-        self.vm.state = state.to_string();
+        self.vm.state = state.as_str().to_string();
         self.vm.upid = upid_text;
         Ok(())
     }

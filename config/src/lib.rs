@@ -6,8 +6,6 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::spec::Family;
-
 /// Everything a labfleet process is built from. Defaults run the embedded setup: a SQLite file in
 /// `data_dir` and an in-process queue.
 #[derive(Clone, Debug, Deserialize)]
@@ -125,7 +123,8 @@ impl WorkerSettings {
     }
 }
 
-/// Per-family concurrency; 0 means this process does not consume that family.
+/// Per-family concurrency (one field per queue family of the job contract); 0 means this
+/// process does not consume that family.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FamilyConcurrency {
@@ -152,20 +151,6 @@ impl Default for FamilyConcurrency {
             reset: 8,
             sync: 2,
             diag: 256,
-        }
-    }
-}
-
-impl FamilyConcurrency {
-    /// The concurrency of one family.
-    pub fn of(&self, family: Family) -> u16 {
-        match family {
-            Family::Deploy => self.deploy,
-            Family::Vm => self.vm,
-            Family::Power => self.power,
-            Family::Reset => self.reset,
-            Family::Sync => self.sync,
-            Family::Diag => self.diag,
         }
     }
 }

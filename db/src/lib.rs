@@ -1,14 +1,14 @@
-//! Connecting to the database (SQLite or PostgreSQL) and bringing its schema up to date.
+//! Connecting to the database (SQLite or PostgreSQL), bringing its schema up to date, and the
+//! helpers every store writes its SQL with: one text for both backends, `?` placeholders.
 
 use std::time::Duration;
 
+use labfleet_config::Settings;
 use labfleet_migration::{Migrator, MigratorTrait};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DbErr,
-    TransactionTrait,
+    Statement, TransactionTrait, Value,
 };
-
-use crate::settings::Settings;
 
 /// Opens the pool described by the settings. For the embedded SQLite file the data directory is
 /// created, WAL mode and a busy timeout are switched on so the API, worker and scheduler of one
@@ -64,5 +64,67 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
         txn.commit().await
     } else {
         Migrator::up(db, None).await
+    }
+}
+
+/// True when a database error means "cannot reach the database" rather than "bad query".
+pub fn is_connection_error(e: &DbErr) -> bool {
+    match e {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(err) | DbErr::Query(err) => {
+            let text = err.to_string().to_ascii_lowercase();
+            [
+                "connection",
+                "pool timed out",
+                "broken pipe",
+                "io error",
+                "closed",
+                // Deadlocks and serialization failures are passing contention: worth a retry.
+                "deadlock detected",
+                "could not serialize",
+            ]
+            .iter()
+            .any(|needle| text.contains(needle))
+        }
+        _ => false,
+    }
+}
+
+/// Builds a statement from SQL written with `?` placeholders, numbering them for PostgreSQL.
+pub fn sql(backend: DatabaseBackend, text: &str, values: Vec<Value>) -> Statement {
+    let text = if backend == DatabaseBackend::Postgres {
+        let mut out = String::with_capacity(text.len() + 16);
+        let mut n = 0;
+        for ch in text.chars() {
+            if ch == '?' {
+                n += 1;
+                out.push('$');
+                out.push_str(&n.to_string());
+            } else {
+                out.push(ch);
+            }
+        }
+        out
+    } else {
+        text.to_string()
+    };
+    Statement::from_sql_and_values(backend, text, values)
+}
+
+/// `?, ?, ?` for `n` values.
+pub fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_for_postgres_only() {
+        let pg = sql(DatabaseBackend::Postgres, "a = ? AND b IN (?, ?)", vec![]);
+        assert_eq!(pg.sql, "a = $1 AND b IN ($2, $3)");
+        let lite = sql(DatabaseBackend::Sqlite, "a = ?", vec![]);
+        assert_eq!(lite.sql, "a = ?");
     }
 }

@@ -883,6 +883,17 @@ async fn a_class_that_asks_for_it_gets_its_vms_running() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_vm_that_appears_on_a_planned_vmid_gets_it_quarantined() {
+    foreign_vm_on_a_planned_vmid("linked_clone").await;
+}
+
+/// A config clone writes its overlay over SSH before Proxmox hears of the VMID, at the path disk
+/// 0 of any VM with that VMID has on the storage: it must leave a foreign VM's disk alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_clone_never_writes_over_the_disk_of_a_foreign_vm_on_its_vmid() {
+    foreign_vm_on_a_planned_vmid("config_clone").await;
+}
+
+async fn foreign_vm_on_a_planned_vmid(method: &str) {
     use sea_orm::ConnectionTrait;
     // One storage slot, held by the test: the VM job waits with its VMID planned but unused.
     let lab = Lab::start(Backend::Real, |s| s.deploy.storage_concurrency = 1).await;
@@ -901,9 +912,7 @@ async fn a_foreign_vm_that_appears_on_a_planned_vmid_gets_it_quarantined() {
          FROM clusters",
     )
     .await;
-    let (class_id, job) = lab
-        .create_class(class_body("Contested", "linked_clone", 1))
-        .await;
+    let (class_id, job) = lab.create_class(class_body("Contested", method, 1)).await;
     let planned = loop {
         let class = lab.class(class_id).await;
         if let Some(vmid) = class["vms"][0]["vmid"].as_i64() {
@@ -911,8 +920,17 @@ async fn a_foreign_vm_that_appears_on_a_planned_vmid_gets_it_quarantined() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    // Someone else takes that VMID behind labfleet's back.
+    // Someone else takes that VMID behind labfleet's back: a linked clone, its disk where a
+    // config clone's overlay for the VMID would go.
     lab.foreign_vm(planned as u32, "intruder", "pve2").await;
+    let intruder_disk = lab._dir.path().join(format!(
+        "storage/shared/nfs-shared/images/{planned}/vm-{planned}-disk-0.qcow2"
+    ));
+    let disk_before = std::fs::read(&intruder_disk).expect("the intruder's disk");
+    let written_before = std::fs::metadata(&intruder_disk)
+        .unwrap()
+        .modified()
+        .unwrap();
     exec("UPDATE resource_slots SET holder = NULL, expires_at = NULL WHERE holder = 'test'").await;
 
     assert_eq!(
@@ -936,6 +954,19 @@ async fn a_foreign_vm_that_appears_on_a_planned_vmid_gets_it_quarantined() {
         .unwrap()
         .unwrap();
     assert_eq!(row.try_get::<String>("", "state").unwrap(), "quarantined");
+    assert_eq!(
+        std::fs::read(&intruder_disk).unwrap(),
+        disk_before,
+        "the foreign VM's disk was written over"
+    );
+    assert_eq!(
+        std::fs::metadata(&intruder_disk)
+            .unwrap()
+            .modified()
+            .unwrap(),
+        written_before,
+        "the foreign VM's disk was rewritten"
+    );
     lab.app.finish().await;
 }
 

@@ -161,7 +161,9 @@ impl JobStore {
         if backend == sea_orm::DatabaseBackend::Postgres && ids.len() > 1 {
             txn.execute(sql(
                 backend,
-                &format!("SELECT id FROM jobs WHERE id IN ({in_ids}) ORDER BY id FOR UPDATE"),
+                &format!(
+                    "SELECT id FROM jobs WHERE id IN ({in_ids}) ORDER BY id FOR NO KEY UPDATE"
+                ),
                 id_values().collect(),
             ))
             .await?;

@@ -69,7 +69,8 @@ impl JobStore {
 }
 
 /// A write to many rows of `jobs` that locks them in id order before it changes any: the rows
-/// `filter` selects are locked (`FOR UPDATE` on PostgreSQL) in id order, then each gets `set`.
+/// `filter` selects are locked in id order (on PostgreSQL `FOR NO KEY UPDATE`, the lock an UPDATE
+/// itself takes), then each gets `set`.
 /// Every multi-row write locks that way, so two of them (a lease renewal and a batch of
 /// completions, say) that share rows wait for each other instead of deadlocking; a wait ends
 /// with the row re-read, and rows that no longer match `filter` are left out. The values of
@@ -82,7 +83,7 @@ pub(crate) fn update_in_id_order(
 ) -> String {
     // SQLite has one writer at a time: it needs no row locks, and has none.
     let lock = if backend == DatabaseBackend::Postgres {
-        " FOR UPDATE"
+        " FOR NO KEY UPDATE"
     } else {
         ""
     };

@@ -148,6 +148,7 @@ pub async fn run_command(sim: &Arc<Sim>, node: &str, cmd: &str) -> Output {
         "qemu-img" => qemu_img(sim, &words[1..]).await,
         "pvesm" => pvesm(sim, node, &words[1..]),
         "mkdir" => mkdir(sim, &words[1..]),
+        "test" => test(&words[1..]),
         "true" => Output::ok(String::new()),
         other => Output::err(format!("bash: line 1: {other}: command not found"), 127),
     }
@@ -394,6 +395,24 @@ async fn qemu_img(sim: &Arc<Sim>, args: &[String]) -> Output {
 }
 
 /// `mkdir [-p] DIR…`, confined to the simulator's data directory (where storages live).
+/// `test -e PATH`: exit 0 when the path exists, 1 when not, 2 for anything else (as coreutils).
+fn test(args: &[String]) -> Output {
+    match args {
+        [flag, path] if flag == "-e" => {
+            if std::path::Path::new(path).exists() {
+                Output::ok(String::new())
+            } else {
+                Output {
+                    stdout: String::new(),
+                    stderr: String::new(),
+                    code: 1,
+                }
+            }
+        }
+        _ => Output::err("test: only `test -e PATH` is simulated", 2),
+    }
+}
+
 fn mkdir(sim: &Sim, args: &[String]) -> Output {
     let parents = args.iter().any(|a| a == "-p");
     for dir in args.iter().filter(|a| !a.starts_with('-')) {

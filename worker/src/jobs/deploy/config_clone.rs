@@ -161,6 +161,15 @@ impl ConfigClone<'_> {
             .and_then(|(d, _)| d.rsplit('/').next())
             .unwrap_or_default();
         let backing = format!("../{base_dir}/{base_file}");
+        // `qemu-img create` overwrites whatever is there, and the file is where disk N of any VM
+        // with our VMID on this storage lives (a VM that appeared on the VMID since it was
+        // reserved): never write over an existing file.
+        if self.exists(pool, target, &overlay_path).await? {
+            return Err(StartError::Taken(format!(
+                "a disk already exists at {overlay_volid} on {}; it is left alone",
+                target.node
+            )));
+        }
         self.run(pool, target, &format!("mkdir -p {}", quote(&dir)))
             .await?;
         self.run(
@@ -174,6 +183,35 @@ impl ConfigClone<'_> {
         )
         .await?;
         Ok(overlay_volid)
+    }
+
+    /// Whether `path` exists on the VM's node (`test -e`).
+    async fn exists(
+        &self,
+        pool: &SshPool,
+        target: &SshTarget,
+        path: &str,
+    ) -> Result<bool, StartError> {
+        let command = format!("test -e {}", quote(path));
+        let out = pool
+            .exec(target, &command, SSH_TIMEOUT)
+            .await
+            .map_err(|e| {
+                StartError::Job(if e.is_transient() {
+                    JobError::Transient(e.to_string())
+                } else {
+                    JobError::Permanent(e.to_string())
+                })
+            })?;
+        match out.exit_status {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            _ => Err(permanent(format!(
+                "`{command}` on {} failed: {}",
+                target.node,
+                out.stderr.trim()
+            ))),
+        }
     }
 
     /// Runs a command on the VM's node; its trimmed stdout, or an error with its stderr.

@@ -113,6 +113,9 @@ pub(super) enum StartError {
     Pve(labfleet_proxmox::ProxmoxError),
     /// Something else (SSH, missing data), already classified.
     Job(JobError),
+    /// The VMID's place is taken by something that is not ours (a config clone found a disk
+    /// where its overlay would go): look at the VMID again before anything else.
+    Taken(String),
 }
 
 struct VmRun<'a> {
@@ -167,6 +170,11 @@ impl VmRun<'_> {
                             conflicts += 1;
                             check_world = true;
                         }
+                        Err(StartError::Taken(_)) if conflicts < MAX_CONFLICTS => {
+                            conflicts += 1;
+                            check_world = true;
+                        }
+                        Err(StartError::Taken(m)) => return Err(JobError::Permanent(m)),
                         Err(StartError::Pve(e)) => return Err(pve(e)),
                         Err(StartError::Job(e)) => return Err(e),
                     }

@@ -1039,3 +1039,68 @@ async fn a_clone_of_ours_still_being_made_is_awaited_and_adopted_not_made_twice(
     assert_eq!(clones, vec![vmid], "one VM, made once");
     lab.app.finish().await;
 }
+
+/// A VM that already runs when its deployment starts it (an earlier run started it, then lost
+/// its record) is running, as asked: Proxmox says "already running" in the start task, and that
+/// must not fail the VM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starting_a_vm_that_already_runs_counts_as_started() {
+    use sea_orm::ConnectionTrait;
+    let lab = Lab::start(Backend::Embedded, |_| {}).await;
+    let (class_id, job) = lab
+        .create_class(class_body("Started twice", "linked_clone", 1))
+        .await;
+    let done = lab.wait_finished(job, Duration::from_secs(30)).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    let vm = lab.class(class_id).await["vms"][0].clone();
+    let (vmid, node) = (vm["vmid"].as_i64().unwrap(), vm["node"].as_str().unwrap());
+    // It runs already, the class asks for running VMs, and its deploy job is to run again.
+    let upid = lab
+        .api
+        .client
+        .qemu_start(node, vmid as u32, &Default::default())
+        .await
+        .unwrap();
+    lab.api.wait(upid).await;
+    let db = lab.app.store.db();
+    for (sql, value) in [
+        (
+            "UPDATE classes SET start_vms = true WHERE id = ?",
+            sea_orm::Value::from(class_id),
+        ),
+        (
+            "UPDATE jobs SET status = 'failed', error = 'test' WHERE parent_id = ?",
+            job.into(),
+        ),
+        ("UPDATE jobs SET status = 'failed' WHERE id = ?", job.into()),
+    ] {
+        let changed = db
+            .execute(sea_orm::Statement::from_sql_and_values(
+                db.get_database_backend(),
+                sql,
+                [value],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(changed.rows_affected(), 1, "{sql}");
+    }
+    let (status, body) = lab
+        .app
+        .call(
+            Method::POST,
+            &format!("/api/classes/{class_id}/retry-failed"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let done = lab
+        .app
+        .wait_job(job, Duration::from_secs(30), |j| {
+            j["status"] == "succeeded" || j["status"] == "failed"
+        })
+        .await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    let vm = lab.class(class_id).await["vms"][0].clone();
+    assert_eq!(vm["state"], "running", "{vm}");
+    lab.app.finish().await;
+}

@@ -105,10 +105,29 @@ async fn permanent_failure_ends_failed_after_one_attempt(backend: Backend) {
     let job = app.wait_status(id, "failed", WITHIN).await;
     assert_eq!(job["attempts"], 1);
     assert_eq!(job["error"], "noop was asked to fail permanently");
-    let letters = match &app.queue {
-        labfleet_jobs::Queue::Rabbit(q) => q.take_dead_letters().await.unwrap(),
-        labfleet_jobs::Queue::Memory(q) => q.dead_letters(),
-    };
+    // The dead letter is published after the outcome is written: wait for it, then for nothing
+    // more (a second letter would arrive with the first batch).
+    let seen = std::sync::Mutex::new(Vec::new());
+    let (app_ref, seen) = (&app, &seen);
+    let letters = crate::harness::eventually(WITHIN, "no dead letter", || async move {
+        let app = app_ref;
+        let mut got = match &app.queue {
+            labfleet_jobs::Queue::Rabbit(q) => q.take_dead_letters().await.unwrap(),
+            labfleet_jobs::Queue::Memory(q) => q.dead_letters(),
+        };
+        let mut seen = seen.lock().unwrap();
+        if matches!(&app.queue, labfleet_jobs::Queue::Rabbit(_)) {
+            seen.append(&mut got);
+        } else {
+            *seen = got;
+        }
+        if seen.is_empty() {
+            Err("none yet".to_string())
+        } else {
+            Ok(seen.clone())
+        }
+    })
+    .await;
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0].job_id, id);
     assert_eq!(letters[0].status, "failed");

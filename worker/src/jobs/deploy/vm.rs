@@ -262,6 +262,12 @@ impl VmRun<'_> {
                         }
                         Ok(Waited::Done) => self.set_state(VmState::Running, None).await?,
                         Err(JobError::Cancelled) => return Err(JobError::Cancelled),
+                        // Proxmox reports a start of a running VM in the start task, not in the
+                        // request's answer: it runs, which is what was asked (an earlier run
+                        // started it before its record was written).
+                        Err(e) if e.to_string().contains("already running") => {
+                            self.set_state(VmState::Running, None).await?
+                        }
                         Err(e) => {
                             self.set_state(VmState::Created, None).await?;
                             return Err(e);

@@ -1,9 +1,9 @@
 //! Publishing after commit, and the one way new work enters the system (`submit`, `submit_with`):
 //! jobs are stored, then their ids are sent on the queue of the family their spec travels on;
 //! after the broker's confirms the jobs are marked published in the background, many per
-//! statement. A job whose publish fails
-//! stays unpublished in the database and the recovery sweep sends it later: nothing accepted is
-//! lost, and a duplicate message is harmless because claiming is conditional.
+//! statement. A job whose publish fails stays unpublished in the database and the recovery sweep
+//! sends it later: nothing accepted is lost, and a duplicate message is harmless because claiming
+//! is conditional.
 
 use std::{collections::HashMap, time::Duration};
 

@@ -86,14 +86,12 @@ impl SecretBox {
             path: path.display().to_string(),
             error: e.to_string(),
         };
-        if create && !path.exists() {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(file_err)?;
-            }
-            let key = hex::encode(rand::random::<[u8; 32]>());
-            write_private(path, &key).map_err(file_err)?;
+        let text = if create {
+            read_or_create_private(path, || hex::encode(rand::random::<[u8; 32]>()))
+        } else {
+            std::fs::read_to_string(path)
         }
-        let text = std::fs::read_to_string(path).map_err(file_err)?;
+        .map_err(file_err)?;
         Self::from_encoded(&text)
     }
 
@@ -168,6 +166,27 @@ impl SecretBox {
 
 fn aad(cluster_id: &str, field: &str) -> String {
     format!("labfleet:cluster:{cluster_id}:{field}")
+}
+
+/// A secret kept in a file of its own (a key, a token): read it, or on first use write the one
+/// `make` gives, readable by its owner only (mode 0600), creating the directory. The content comes
+/// back trimmed; an empty file counts as missing.
+pub fn read_or_create_private(
+    path: &Path,
+    make: impl FnOnce() -> String,
+) -> std::io::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let value = make();
+    write_private(path, &value)?;
+    Ok(value)
 }
 
 #[cfg(unix)]

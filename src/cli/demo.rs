@@ -12,6 +12,7 @@ use std::{io::ErrorKind, process::ExitCode};
 
 use anyhow::Context;
 use clap::Args;
+use labfleet_clusters::secrets::read_or_create_private;
 use labfleet_config::Settings;
 use secrecy::SecretString;
 
@@ -54,7 +55,10 @@ const TOKEN_FILE: &str = "demo-admin.token";
 pub async fn run(args: DemoArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
     if settings.admin_token.is_none() {
         // The same token at every start, so an exported LABFLEET_TOKEN keeps working.
-        settings.admin_token = Some(kept_token(&settings.data_dir.join(TOKEN_FILE))?);
+        let path = settings.data_dir.join(TOKEN_FILE);
+        let token = read_or_create_private(&path, || hex::encode(rand::random::<[u8; 24]>()))
+            .with_context(|| format!("cannot keep the demo's admin token in {}", path.display()))?;
+        settings.admin_token = Some(SecretString::from(token));
     }
     let stop = shutdown::on_signal();
     let bind = settings.bind;
@@ -150,12 +154,17 @@ fn class_name(earlier: usize) -> String {
 /// on PATH (e.g. after `cargo install --path .`), else its full path (under `cargo run`,
 /// `…/target/release/labfleet`).
 pub(crate) fn own_command() -> String {
-    let Ok(exe) = std::env::current_exe() else {
-        return "labfleet".to_string();
-    };
+    match std::env::current_exe() {
+        Ok(exe) => command_for(&exe, std::env::var_os("PATH").as_deref()),
+        Err(_) => "labfleet".to_string(),
+    }
+}
+
+/// [`own_command`] for the executable `exe` and the search path `path`.
+fn command_for(exe: &std::path::Path, path: Option<&std::ffi::OsStr>) -> String {
     let on_path = exe.parent().is_some_and(|dir| {
-        std::env::var_os("PATH").is_some_and(|path| {
-            std::env::split_paths(&path).any(|p| {
+        path.is_some_and(|path| {
+            std::env::split_paths(path).any(|p| {
                 p.as_path() == dir || std::fs::canonicalize(&p).is_ok_and(|c| c.as_path() == dir)
             })
         })
@@ -164,29 +173,6 @@ pub(crate) fn own_command() -> String {
         Some(name) if on_path => name.to_string_lossy().into_owned(),
         _ => exe.display().to_string(),
     }
-}
-
-/// The token kept in `path`, made (random, readable by its owner only) on the first run.
-fn kept_token(path: &std::path::Path) -> anyhow::Result<SecretString> {
-    use std::io::Write;
-    let context = || format!("cannot keep the demo's admin token in {}", path.display());
-    match std::fs::read_to_string(path) {
-        Ok(text) if !text.trim().is_empty() => return Ok(SecretString::from(text.trim())),
-        Ok(_) => {}
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(context),
-    }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(context)?;
-    }
-    let token = hex::encode(rand::random::<[u8; 24]>());
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).with_context(context)?;
-    writeln!(file, "{token}").with_context(context)?;
-    Ok(SecretString::from(token))
 }
 
 /// True when the error comes from binding an address another process holds.
@@ -210,8 +196,13 @@ mod tests {
     }
 
     #[test]
-    fn the_suggested_command_names_this_program() {
-        assert!(!own_command().is_empty());
+    fn the_suggested_command_is_the_bare_name_only_when_on_path() {
+        let exe = std::path::Path::new("/opt/lf/bin/labfleet");
+        let path = std::ffi::OsString::from("/usr/bin:/opt/lf/bin");
+        assert_eq!(command_for(exe, Some(&path)), "labfleet");
+        let elsewhere = std::ffi::OsString::from("/usr/bin");
+        assert_eq!(command_for(exe, Some(&elsewhere)), "/opt/lf/bin/labfleet");
+        assert_eq!(command_for(exe, None), "/opt/lf/bin/labfleet");
     }
 
     #[test]

@@ -141,6 +141,13 @@ impl Lab {
         self.api.wait(upid).await;
     }
 
+    /// Asks to retry the class's failed VMs; the API must take the request.
+    pub(crate) async fn retry_failed(&self, class_id: i64) {
+        let path = format!("/api/classes/{class_id}/retry-failed");
+        let (status, body) = self.app.call(Method::POST, &path, None).await;
+        assert_eq!(status, 202, "{body}");
+    }
+
     pub(crate) async fn class(&self, id: i64) -> Value {
         let (status, body) = self
             .app
@@ -1007,15 +1014,7 @@ async fn a_clone_of_ours_still_being_made_is_awaited_and_adopted_not_made_twice(
         .qemu_clone("pve1", 104, &params)
         .await
         .unwrap();
-    let (status, body) = lab
-        .app
-        .call(
-            Method::POST,
-            &format!("/api/classes/{class_id}/retry-failed"),
-            None,
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
+    lab.retry_failed(class_id).await;
     assert!(
         lab.qemu_resources()
             .await
@@ -1084,15 +1083,7 @@ async fn starting_a_vm_that_already_runs_counts_as_started() {
             .unwrap();
         assert_eq!(changed.rows_affected(), 1, "{sql}");
     }
-    let (status, body) = lab
-        .app
-        .call(
-            Method::POST,
-            &format!("/api/classes/{class_id}/retry-failed"),
-            None,
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
+    lab.retry_failed(class_id).await;
     let done = lab
         .app
         .wait_job(job, Duration::from_secs(30), |j| {

@@ -43,7 +43,7 @@ pub struct TestApp {
     pub database_url: String,
     stop: CancellationToken,
     stop_scheduler: CancellationToken,
-    system: Option<labfleet::system::System>,
+    system: labfleet::system::System,
     db_name: Option<String>,
     _dir: tempfile::TempDir,
 }
@@ -142,7 +142,7 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
         database_url,
         stop,
         stop_scheduler,
-        system: Some(system),
+        system,
         db_name,
         _dir: dir,
     }
@@ -290,9 +290,7 @@ impl TestApp {
             }
         }
         self.stop.cancel();
-        if let Some(system) = self.system {
-            let _ = system.wait().await;
-        }
+        let _ = self.system.wait().await;
         // At-least-once delivery may leave duplicates of finished jobs (a message prefetched
         // when the worker stopped goes back to the queue). Anything left must be such a
         // duplicate: no message may stand for work still to do.

@@ -87,7 +87,9 @@ impl SecretBox {
             error: e.to_string(),
         };
         let text = if create {
-            read_or_create_private(path, || hex::encode(rand::random::<[u8; 32]>()))
+            read_or_create_private(path, IfEmpty::Keep, || {
+                hex::encode(rand::random::<[u8; 32]>())
+            })
         } else {
             std::fs::read_to_string(path)
         }
@@ -168,16 +170,30 @@ fn aad(cluster_id: &str, field: &str) -> String {
     format!("labfleet:cluster:{cluster_id}:{field}")
 }
 
+/// What [`read_or_create_private`] does with a file that exists but is empty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IfEmpty {
+    /// Return the empty text (a key file: an empty one is an error to report, never a reason to
+    /// make a new key that would orphan everything sealed with the old one).
+    Keep,
+    /// Replace it with a new value (a token that can be handed out again).
+    Replace,
+}
+
 /// A secret kept in a file of its own (a key, a token): read it, or on first use write the one
-/// `make` gives, readable by its owner only (mode 0600), creating the directory. The content comes
-/// back trimmed; an empty file counts as missing.
+/// `make` gives, readable by its owner only (mode 0600), creating the directory. An existing
+/// file is never written over, except an empty one with [`IfEmpty::Replace`]. The content comes
+/// back trimmed.
 pub fn read_or_create_private(
     path: &Path,
+    if_empty: IfEmpty,
     make: impl FnOnce() -> String,
 ) -> std::io::Result<String> {
     match std::fs::read_to_string(path) {
-        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_string()),
-        Ok(_) => {}
+        Ok(text) if !text.trim().is_empty() || if_empty == IfEmpty::Keep => {
+            return Ok(text.trim().to_string())
+        }
+        Ok(_) => std::fs::remove_file(path)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
@@ -208,6 +224,28 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_private_file_is_made_once_and_an_empty_one_replaced_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join("token");
+        let made = read_or_create_private(&path, IfEmpty::Keep, || "first".into()).unwrap();
+        assert_eq!(made, "first");
+        let again = read_or_create_private(&path, IfEmpty::Keep, || "second".into()).unwrap();
+        assert_eq!(again, "first", "an existing file is read, not replaced");
+        std::fs::write(&path, "\n").unwrap();
+        let kept = read_or_create_private(&path, IfEmpty::Keep, || "second".into()).unwrap();
+        assert_eq!(kept, "", "an empty key file is reported, not replaced");
+        let replaced = read_or_create_private(&path, IfEmpty::Replace, || "third".into()).unwrap();
+        assert_eq!(replaced, "third");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "third");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
 
     fn key() -> SecretBox {
         SecretBox::from_encoded("5f0c9a3e71b24d8e6a1f3c0b9d72e4a85b6c1d0e9f8a7b6c5d4e3f2a1b0c9d8e")

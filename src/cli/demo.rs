@@ -12,7 +12,7 @@ use std::{io::ErrorKind, process::ExitCode};
 
 use anyhow::Context;
 use clap::Args;
-use labfleet_clusters::secrets::read_or_create_private;
+use labfleet_clusters::secrets::{read_or_create_private, IfEmpty};
 use labfleet_config::Settings;
 use secrecy::SecretString;
 
@@ -56,8 +56,10 @@ pub async fn run(args: DemoArgs, mut settings: Settings) -> anyhow::Result<ExitC
     if settings.admin_token.is_none() {
         // The same token at every start, so an exported LABFLEET_TOKEN keeps working.
         let path = settings.data_dir.join(TOKEN_FILE);
-        let token = read_or_create_private(&path, || hex::encode(rand::random::<[u8; 24]>()))
-            .with_context(|| format!("cannot keep the demo's admin token in {}", path.display()))?;
+        let token = read_or_create_private(&path, IfEmpty::Replace, || {
+            hex::encode(rand::random::<[u8; 24]>())
+        })
+        .with_context(|| format!("cannot keep the demo's admin token in {}", path.display()))?;
         settings.admin_token = Some(SecretString::from(token));
     }
     let stop = shutdown::on_signal();

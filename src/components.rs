@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use labfleet_backend_proxmox::{ProxmoxBackends, Tuning};
 use labfleet_clusters::{ClusterStore, SecretBox};
 use labfleet_config::Settings;
 use labfleet_db as db;
@@ -19,6 +20,8 @@ pub struct Components {
     pub store: JobStore,
     pub publisher: Publisher,
     pub clusters: ClusterStore,
+    /// The hypervisor of each registered cluster.
+    pub backends: Arc<ProxmoxBackends>,
 }
 
 impl Components {
@@ -36,6 +39,7 @@ impl Components {
         };
         let secrets = secret_box(&settings)?;
         let clusters = ClusterStore::new(db.clone(), secrets);
+        let backends = backends(&settings, &clusters);
         let store = JobStore::new(db);
         let (publisher, _marker) = Publisher::start(queue, store.clone());
         Ok(Components {
@@ -43,6 +47,7 @@ impl Components {
             store,
             publisher,
             clusters,
+            backends,
         })
     }
 
@@ -64,6 +69,7 @@ impl Components {
             self.store.clone(),
             self.publisher.clone(),
             self.clusters.clone(),
+            self.backends.clone(),
             (*self.settings).clone(),
         )
     }
@@ -104,6 +110,15 @@ impl Components {
         }
         Ok(())
     }
+}
+
+/// The hypervisor backends of a process: one per registered cluster, kept while its row is
+/// unchanged.
+pub fn backends(settings: &Settings, clusters: &ClusterStore) -> Arc<ProxmoxBackends> {
+    let tuning = Tuning {
+        task_poll_max: std::time::Duration::from_millis(settings.deploy.task_poll_max_ms.max(100)),
+    };
+    Arc::new(ProxmoxBackends::new(clusters.clone(), tuning))
 }
 
 /// The database the settings name (the embedded SQLite file by default), migrated.

@@ -146,13 +146,13 @@ impl From<sea_orm::DbErr> for ApiError {
     }
 }
 
-impl From<labfleet_deploy::RequestError> for ApiError {
-    fn from(e: labfleet_deploy::RequestError) -> Self {
+impl From<labfleet_fleet::RequestError> for ApiError {
+    fn from(e: labfleet_fleet::RequestError) -> Self {
         match e {
-            labfleet_deploy::RequestError::Invalid { field, message } => {
+            labfleet_fleet::RequestError::Invalid { field, message } => {
                 ApiError::invalid(field, format!("{field}: {message}"))
             }
-            labfleet_deploy::RequestError::Db(e) => e.into(),
+            labfleet_fleet::RequestError::Db(e) => e.into(),
         }
     }
 }

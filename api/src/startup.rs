@@ -36,7 +36,7 @@ impl Application {
         let listener = tokio::net::TcpListener::bind(settings.bind).await?;
         let auth = Authenticator::new(AccessStore::new(store.db().clone()));
         let state = AppState {
-            classes: labfleet_deploy::ClassStore::new(store.db().clone()),
+            classes: labfleet_fleet::ClassStore::new(store.db().clone()),
             auth,
             store,
             clusters,

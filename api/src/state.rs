@@ -5,7 +5,7 @@ use std::sync::Arc;
 use labfleet_access::{Authenticator, NewAuditEvent};
 use labfleet_clusters::ClusterStore;
 use labfleet_config::Settings;
-use labfleet_deploy::ClassStore;
+use labfleet_fleet::ClassStore;
 use labfleet_jobs::{JobStore, Publisher};
 use metrics_exporter_prometheus::PrometheusHandle;
 

@@ -227,8 +227,8 @@ async fn sweep_cluster(
         };
         let ours = r.template != Some(true)
             && r.node.as_deref() == Some(vm.node.as_str())
-            && labfleet_deploy::VmState::parse(&vm.state)
-                .is_some_and(labfleet_deploy::VmState::powerable)
+            && labfleet_fleet::VmState::parse(&vm.state)
+                .is_some_and(labfleet_fleet::VmState::powerable)
             && !vm.keep_running
             && r.lock.is_none();
         if !ours {

@@ -12,8 +12,8 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use labfleet_db::sql;
-use labfleet_deploy::{ClassStore, Marker, OrphanState, VmChange, VmState};
 use labfleet_entities::cluster;
+use labfleet_fleet::{ClassStore, Marker, OrphanState, VmChange, VmState};
 use labfleet_jobs::{store::NewJob, JobSpec, JobStatus, OrphanArgs};
 use labfleet_proxmox::{ClusterResource, ResourceType};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};

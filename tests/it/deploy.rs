@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use labfleet_deploy::Marker;
+use labfleet_fleet::Marker;
 use labfleet_proxmox::{CloneParams, DestroyParams, ResourceType};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -482,6 +482,8 @@ async fn two_classes_on_two_workers_never_share_a_vmid() {
         lab.app.store.clone(),
         publisher,
         lab.app.clusters.clone(),
+        // Its own backends, as another process would have.
+        labfleet::components::backends(&lab.app.settings, &lab.app.clusters),
         lab.app.settings.clone(),
     );
     let stop = tokio_util::sync::CancellationToken::new();

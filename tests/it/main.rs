@@ -6,6 +6,7 @@
 mod access;
 mod cli;
 mod clusters;
+mod conformance;
 mod deploy;
 mod harness;
 mod inventory;

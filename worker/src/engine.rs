@@ -15,7 +15,7 @@ use std::{
 use chrono::Utc;
 use labfleet_clusters::ClusterStore;
 use labfleet_config::{DeploySettings, FamilyConcurrency, Settings};
-use labfleet_deploy::{ClassStore, Slots};
+use labfleet_fleet::{BackendFactory, ClassStore, Slots};
 use labfleet_jobs::{
     queue::Delivery,
     retry::{Reconnect, RetryPolicy},
@@ -55,6 +55,7 @@ pub(crate) struct Shared {
     pub(crate) store: JobStore,
     pub(crate) publisher: Publisher,
     pub(crate) clusters: ClusterStore,
+    pub(crate) backends: Arc<dyn BackendFactory>,
     pub(crate) classes: ClassStore,
     pub(crate) slots: Slots,
     pub(crate) deploy: Arc<DeploySettings>,
@@ -75,6 +76,7 @@ impl Worker {
         store: JobStore,
         publisher: Publisher,
         clusters: ClusterStore,
+        backends: Arc<dyn BackendFactory>,
         settings: Settings,
     ) -> Worker {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
@@ -95,6 +97,7 @@ impl Worker {
                 deploy: Arc::new(settings.deploy.clone()),
                 publisher,
                 clusters,
+                backends,
                 settings,
                 policy,
                 running: Mutex::new(HashMap::new()),
@@ -344,6 +347,7 @@ async fn run_claimed(
             store: s.store.clone(),
             publisher: s.publisher.clone(),
             clusters: s.clusters.clone(),
+            backends: s.backends.clone(),
             classes: s.classes.clone(),
             slots: s.slots.clone(),
             deploy: s.deploy.clone(),

@@ -11,8 +11,8 @@ use axum::{
     Json,
 };
 use chrono::{DateTime, Utc};
-use labfleet_deploy::{ClassRequest, ClassState, ClassStore, VmView};
 use labfleet_entities::class;
+use labfleet_fleet::{ClassRequest, ClassState, ClassStore, VmView};
 use labfleet_jobs::{
     store::{CreateOutcome, IdempotencyClaim, NewJob},
     ClassArgs, DestroyClassArgs, JobSpec,

@@ -48,7 +48,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
     // database); left as last seen when the database does not answer.
     if let Ok(Ok(slots)) = tokio::time::timeout(
         std::time::Duration::from_secs(1),
-        labfleet_deploy::Slots::in_use(state.store.db()),
+        labfleet_fleet::Slots::in_use(state.store.db()),
     )
     .await
     {

@@ -12,7 +12,7 @@ use axum::{
     Json,
 };
 use labfleet_access::Role;
-use labfleet_deploy::{AssignedVm, ClassState, VmScope, VmState};
+use labfleet_fleet::{AssignedVm, ClassState, VmScope, VmState};
 use labfleet_jobs::{store::NewJob, JobSpec, JobStatus, PowerAction, StoreError, VmPowerArgs};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;

@@ -9,51 +9,43 @@
 
 use std::time::Duration;
 
-use labfleet_entities::{class_vm, cluster, cluster_node, template};
+use labfleet_fleet::{BackendError, GuestRef};
 use labfleet_proxmox::{
     endpoints,
     ssh::{SshPool, SshTarget},
-    CreateVmParams, ProxmoxClient, Upid, VmSettings,
+    CreateVmParams, Upid, VmSettings,
 };
 use rand::Rng;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
-use super::{db, vm::StartError};
-use crate::context::{JobContext, JobError};
+use crate::{errors::classify, vmid, ProxmoxBackend};
 
 /// Longest an SSH command may take (qemu-img create of an overlay is instant).
 const SSH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a config clone needs to know.
-pub(super) struct ConfigClone<'a> {
-    pub ctx: &'a JobContext,
-    pub client: &'a ProxmoxClient,
-    pub cluster: &'a cluster::Model,
-    pub template: &'a template::Model,
-    pub vm: &'a class_vm::Model,
+pub(crate) struct ConfigClone<'a> {
+    pub backend: &'a ProxmoxBackend,
+    pub template: &'a GuestRef,
+    pub target: &'a GuestRef,
+    pub name: &'a str,
     pub description: String,
 }
 
 impl ConfigClone<'_> {
     /// Makes the overlays and starts the create task.
-    pub async fn create(&self) -> Result<Upid, StartError> {
-        let tvmid = self.template.vmid as u32;
-        let newid = self.vm.vmid as u32;
-        let config = self
-            .client
+    pub async fn create(&self) -> Result<Upid, BackendError> {
+        let client = &self.backend.client;
+        let tvmid = vmid(self.template)?;
+        let newid = vmid(self.target)?;
+        let config = client
             .qemu_config(&self.template.node, tvmid, false, None)
             .await
-            .map_err(StartError::Pve)?;
-        let (_, pool) = self
-            .ctx
-            .clusters
-            .ssh(self.cluster.id)
-            .await
-            .map_err(|e| StartError::Job(JobError::Permanent(e.to_string())))?;
+            .map_err(classify)?;
+        let pool = self.backend.ssh()?;
         let target = self.ssh_target().await?;
 
         let mut settings = VmSettings {
-            name: Some(self.vm.name.clone()),
+            name: Some(self.name.to_string()),
             description: Some(self.description.clone()),
             ..Default::default()
         };
@@ -114,10 +106,10 @@ impl ConfigClone<'_> {
             settings,
             ..Default::default()
         };
-        self.client
-            .qemu_create(&self.vm.node, &params)
+        client
+            .qemu_create(&self.target.node, &params)
             .await
-            .map_err(StartError::Pve)
+            .map_err(classify)
     }
 
     /// Creates the overlay of one template disk; returns its volume id.
@@ -128,7 +120,7 @@ impl ConfigClone<'_> {
         base_volid: &str,
         newid: u32,
         index: u32,
-    ) -> Result<String, StartError> {
+    ) -> Result<String, BackendError> {
         let Some((storage, base_name)) = base_volid.split_once(':') else {
             return Err(permanent(format!(
                 "cannot read the template volume `{base_volid}`"
@@ -165,7 +157,7 @@ impl ConfigClone<'_> {
         // with our VMID on this storage lives (a VM that appeared on the VMID since it was
         // reserved): never write over an existing file.
         if self.exists(pool, target, &overlay_path).await? {
-            return Err(StartError::Taken(format!(
+            return Err(BackendError::AlreadyExists(format!(
                 "a disk already exists at {overlay_volid} on {}; it is left alone",
                 target.node
             )));
@@ -191,18 +183,12 @@ impl ConfigClone<'_> {
         pool: &SshPool,
         target: &SshTarget,
         path: &str,
-    ) -> Result<bool, StartError> {
+    ) -> Result<bool, BackendError> {
         let command = format!("test -e {}", quote(path));
         let out = pool
             .exec(target, &command, SSH_TIMEOUT)
             .await
-            .map_err(|e| {
-                StartError::Job(if e.is_transient() {
-                    JobError::Transient(e.to_string())
-                } else {
-                    JobError::Permanent(e.to_string())
-                })
-            })?;
+            .map_err(ssh_error)?;
         match out.exit_status {
             Some(0) => Ok(true),
             Some(1) => Ok(false),
@@ -220,14 +206,11 @@ impl ConfigClone<'_> {
         pool: &SshPool,
         target: &SshTarget,
         command: &str,
-    ) -> Result<String, StartError> {
-        let out = pool.exec(target, command, SSH_TIMEOUT).await.map_err(|e| {
-            StartError::Job(if e.is_transient() {
-                JobError::Transient(e.to_string())
-            } else {
-                JobError::Permanent(e.to_string())
-            })
-        })?;
+    ) -> Result<String, BackendError> {
+        let out = pool
+            .exec(target, command, SSH_TIMEOUT)
+            .await
+            .map_err(ssh_error)?;
         if !out.success() {
             return Err(permanent(format!(
                 "`{command}` on {} failed: {}",
@@ -238,25 +221,14 @@ impl ConfigClone<'_> {
         Ok(out.stdout.trim().to_string())
     }
 
-    /// Where to reach the VM's node over SSH (its cluster address, from the inventory).
-    async fn ssh_target(&self) -> Result<SshTarget, StartError> {
-        let node = cluster_node::Entity::find()
-            .filter(cluster_node::Column::ClusterDbId.eq(self.cluster.id))
-            .filter(cluster_node::Column::Node.eq(&self.vm.node))
-            .one(self.ctx.store.db())
-            .await
-            .map_err(|e| StartError::Job(db(e)))?;
-        let host = node.and_then(|n| n.ip).ok_or_else(|| {
-            permanent(format!(
-                "the address of node `{}` is unknown; sync the cluster first",
-                self.vm.node
-            ))
-        })?;
+    /// Where to reach the new VM's node over SSH (its cluster address).
+    async fn ssh_target(&self) -> Result<SshTarget, BackendError> {
+        let host = self.backend.node_ip(&self.target.node).await?;
         Ok(SshTarget {
-            node: self.vm.node.clone(),
+            node: self.target.node.clone(),
             host,
-            port: self.cluster.ssh_port as u16,
-            host_key_fingerprint: self.cluster.ssh_host_key_fingerprint.clone(),
+            port: self.backend.ssh_port,
+            host_key_fingerprint: self.backend.ssh_host_key_fingerprint.clone(),
         })
     }
 }
@@ -317,8 +289,17 @@ fn quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
 }
 
-fn permanent(message: String) -> StartError {
-    StartError::Job(JobError::Permanent(message))
+fn permanent(message: String) -> BackendError {
+    BackendError::Permanent(message)
+}
+
+/// An SSH failure: connection trouble passes, a refused login or host key does not.
+fn ssh_error(e: labfleet_proxmox::ssh::SshError) -> BackendError {
+    if e.is_transient() {
+        BackendError::Transient(e.to_string())
+    } else {
+        BackendError::Permanent(e.to_string())
+    }
 }
 
 #[cfg(test)]

@@ -2,11 +2,13 @@
 //! VMID each), and fans out one `deploy_vm` child per planned VM. It does not wait for them
 //! inside a delivery: the engine finishes it when its children have finished.
 
-use labfleet_deploy::{plan_missing, ClassState, PlanError, VmState};
+use labfleet_fleet::{plan_missing, ClassState, PlanError, VmState};
 use labfleet_jobs::{ClassArgs, ClassVmArgs, JobSpec};
 
-use super::{connect, db, load_class, pve, snapshot, template_row};
-use crate::context::{JobContext, JobError, JobOutcome};
+use crate::{
+    context::{JobContext, JobError, JobOutcome},
+    jobs::{load_class, template_row},
+};
 
 pub(crate) async fn run(args: ClassArgs, ctx: JobContext) -> Result<JobOutcome, JobError> {
     let class = load_class(&ctx, args.class_id).await?;
@@ -17,9 +19,9 @@ pub(crate) async fn run(args: ClassArgs, ctx: JobContext) -> Result<JobOutcome, 
         )));
     }
     ctx.set_step("reading the cluster").await;
-    let (cluster, client) = connect(&ctx, class.cluster_db_id).await?;
-    let resources = client.cluster_resources(None).await.map_err(pve)?;
-    let snap = snapshot(&resources);
+    let connected = ctx.connect(class.cluster_db_id).await?;
+    let cluster = connected.cluster;
+    let snap = connected.backend.fleet().await?.snapshot();
     let all_shared = template_row(&ctx, cluster.id, class.template_vmid)
         .await?
         .is_some_and(|t| t.all_shared);
@@ -39,8 +41,7 @@ pub(crate) async fn run(args: ClassArgs, ctx: JobContext) -> Result<JobOutcome, 
     let children: Vec<JobSpec> = ctx
         .classes
         .vm_rows(class.id)
-        .await
-        .map_err(db)?
+        .await?
         .into_iter()
         .filter(|vm| VmState::parse(&vm.state) == Some(VmState::Planned))
         .map(|vm| JobSpec::DeployVm(ClassVmArgs { class_vm_id: vm.id }))

@@ -1,7 +1,9 @@
-//! Class deployment, everything but the Proxmox calls themselves (those live in the worker's job
-//! handlers): the request and its validation, the stored plan (placement and VMID reservations),
-//! VM names and the ownership marker, and the cross-worker concurrency slots.
+//! The managed-VM domain: classes and their VMs, the request and its validation, the stored plan
+//! (placement and VMID reservations), VM names and the ownership marker, the cross-worker
+//! concurrency slots, and the seam to the hypervisor (`backend`: the `Backend` trait, its types
+//! and errors; the adapters live in `backends/`).
 
+pub mod backend;
 pub mod classes;
 pub mod marker;
 pub mod method;
@@ -14,6 +16,9 @@ pub mod state;
 pub mod vmids;
 pub mod vms;
 
+pub use backend::{
+    Backend, BackendError, BackendFactory, Connected, FactoryError, GuestRef, Inspected,
+};
 pub use classes::{ClassStore, VmChange, VmView};
 pub use marker::Marker;
 pub use method::DeployMethod;

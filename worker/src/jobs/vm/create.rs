@@ -4,39 +4,36 @@
 //! a running clone task is waited for, not started again; a VM already made (found by its marker)
 //! is adopted; a foreign VM on our VMID gets the VMID quarantined and the VM a new one.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use labfleet_deploy::{
-    naming::vm_name, vmids, ClassState, DeployMethod, Marker, VmChange, VmState, Want,
-};
 use labfleet_entities::{class, class_vm, cluster, template};
-use labfleet_jobs::ClassVmArgs;
-use labfleet_proxmox::{CloneParams, ProxmoxClient, StartParams, Upid};
+use labfleet_fleet::{
+    backend::{CreateRequest, Expect, Operation, PowerRequest, SlotQuery, Source},
+    naming::vm_name,
+    vmids, Backend, BackendError, ClassState, DeployMethod, GuestRef, Inspected, Marker, VmChange,
+    VmState, Want,
+};
+use labfleet_jobs::{ClassVmArgs, PowerAction};
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::{
-    config_clone::ConfigClone, connect, db, inspect, load_class, park, pve, run_deadline,
-    template_row, vmid_error, wait_task, Found, Waited,
+use super::{release_slots, SLOT_TTL};
+use crate::{
+    context::{JobContext, JobError, JobOutcome, Waited},
+    jobs::{load_class, template_row},
 };
-use crate::context::{JobContext, JobError, JobOutcome};
 
-/// Slots outlive a run by this much: long enough to park and continue, short enough that a dead
-/// worker's slots come back soon (a re-run of the same job takes them back at once anyway).
-const SLOT_TTL: Duration = Duration::from_secs(120);
+fn park(after: Duration, note: &str) -> JobOutcome {
+    JobOutcome::park(after, note)
+}
 
 /// Times a clone may meet "already exists" in one run before the run gives up and retries later.
 const MAX_CONFLICTS: u32 = 3;
 
 pub(crate) async fn run(args: ClassVmArgs, ctx: JobContext) -> Result<JobOutcome, JobError> {
-    let vm = ctx
-        .classes
-        .vm(args.class_vm_id)
-        .await
-        .map_err(db)?
-        .ok_or_else(|| {
-            JobError::Permanent(format!("class VM {} no longer exists", args.class_vm_id))
-        })?;
+    let vm = ctx.classes.vm(args.class_vm_id).await?.ok_or_else(|| {
+        JobError::Permanent(format!("class VM {} no longer exists", args.class_vm_id))
+    })?;
     let class = load_class(&ctx, vm.class_id).await?;
     if ClassState::parse(&class.state) != Some(ClassState::Active) {
         return Err(JobError::Permanent(format!(
@@ -53,10 +50,10 @@ pub(crate) async fn run(args: ClassVmArgs, ctx: JobContext) -> Result<JobOutcome
                     ..Default::default()
                 },
             )
-            .await
-            .map_err(db)?;
+            .await?;
     }
-    let (cluster, client) = connect(&ctx, vm.cluster_db_id).await?;
+    let connected = ctx.connect(vm.cluster_db_id).await?;
+    let (cluster, backend) = (connected.cluster, connected.backend);
     let template = template_row(&ctx, cluster.id, class.template_vmid)
         .await?
         .ok_or_else(|| {
@@ -70,10 +67,10 @@ pub(crate) async fn run(args: ClassVmArgs, ctx: JobContext) -> Result<JobOutcome
     let holder = ctx.job_id.to_string();
     let mut run = VmRun {
         ctx: &ctx,
-        deadline: run_deadline(&ctx),
+        deadline: ctx.run_deadline(),
         class,
         cluster,
-        client,
+        backend,
         template,
         method,
         holder,
@@ -81,9 +78,7 @@ pub(crate) async fn run(args: ClassVmArgs, ctx: JobContext) -> Result<JobOutcome
     };
     let result = run.drive().await;
     if !matches!(result, Ok(JobOutcome::Continue { .. })) {
-        if let Err(e) = ctx.slots.release(&run.holder).await {
-            tracing::warn!(error = %e, "could not release slots; they expire by themselves");
-        }
+        release_slots(&ctx).await;
     }
     if let Err(e) = &result {
         let change = match e {
@@ -107,23 +102,12 @@ pub(crate) async fn run(args: ClassVmArgs, ctx: JobContext) -> Result<JobOutcome
     result
 }
 
-/// Why a clone (or create) could not be started.
-pub(super) enum StartError {
-    /// Proxmox refused or failed.
-    Pve(labfleet_proxmox::ProxmoxError),
-    /// Something else (SSH, missing data), already classified.
-    Job(JobError),
-    /// The VMID's place is taken by something that is not ours (a config clone found a disk
-    /// where its overlay would go): look at the VMID again before anything else.
-    Taken(String),
-}
-
 struct VmRun<'a> {
     ctx: &'a JobContext,
     deadline: Instant,
     class: class::Model,
     cluster: cluster::Model,
-    client: ProxmoxClient,
+    backend: Arc<dyn Backend>,
     template: template::Model,
     method: DeployMethod,
     holder: String,
@@ -162,46 +146,30 @@ impl VmRun<'_> {
                     self.ctx
                         .set_step(format!("cloning {} on {}", self.vm.vmid, self.vm.node))
                         .await;
-                    match self.start_clone().await {
-                        Ok(upid) => self.set_state(VmState::Cloning, Some(&upid)).await?,
-                        Err(StartError::Pve(e))
-                            if e.is_already_exists() && conflicts < MAX_CONFLICTS =>
-                        {
+                    match self.backend.create(&self.create_request()).await {
+                        Ok(op) => self.set_state(VmState::Cloning, Some(&op)).await?,
+                        // The VMID (or a volume name of it) is taken: look at it again.
+                        Err(BackendError::AlreadyExists(_)) if conflicts < MAX_CONFLICTS => {
                             conflicts += 1;
                             check_world = true;
                         }
-                        Err(StartError::Taken(_)) if conflicts < MAX_CONFLICTS => {
-                            conflicts += 1;
-                            check_world = true;
-                        }
-                        Err(StartError::Taken(m)) => return Err(JobError::Permanent(m)),
-                        Err(StartError::Pve(e)) => return Err(pve(e)),
-                        Err(StartError::Job(e)) => return Err(e),
+                        Err(e) => return Err(e.into()),
                     }
                 }
                 VmState::Cloning => {
-                    let Some(upid) = self.vm.upid.as_deref().and_then(|u| Upid::parse(u).ok())
-                    else {
+                    let Some(op) = self.operation() else {
                         self.set_state(VmState::Planned, None).await?;
                         check_world = true;
                         continue;
                     };
                     // Resumed from a park or another worker: the slots are still ours.
-                    self.ctx
-                        .slots
-                        .renew(&self.holder, SLOT_TTL)
-                        .await
-                        .map_err(db)?;
+                    self.ctx.slots.renew(&self.holder, SLOT_TTL).await?;
                     let step = (self.method == DeployMethod::FullClone)
                         .then(|| format!("copying disks of {}", self.vm.vmid));
-                    match wait_task(
-                        self.ctx,
-                        &self.client,
-                        &upid,
-                        step.as_deref(),
-                        self.deadline,
-                    )
-                    .await
+                    match self
+                        .ctx
+                        .wait_for(self.backend.as_ref(), &op, step.as_deref(), self.deadline)
+                        .await
                     {
                         Ok(Waited::StillRunning) => {
                             return Ok(park(Duration::from_secs(1), "clone task running"))
@@ -214,21 +182,20 @@ impl VmRun<'_> {
                                 return Ok(self.done());
                             }
                         }
-                        Err(JobError::Cancelled) => return Err(JobError::Cancelled),
-                        Err(e) => {
-                            // A failed clone task leaves no VM behind (PVE cleans up).
+                        Ok(Waited::Failed(e)) => {
+                            // A failed make leaves no VM behind (the hypervisor cleans up).
                             self.release_slots().await;
                             self.set_state(VmState::Planned, None).await?;
-                            let text = e.to_string().to_lowercase();
-                            if (text.contains("already exists") || text.contains("file exists"))
+                            if matches!(e, BackendError::AlreadyExists(_))
                                 && conflicts < MAX_CONFLICTS
                             {
                                 conflicts += 1;
                                 check_world = true;
                                 continue;
                             }
-                            return Err(e);
+                            return Err(e.into());
                         }
+                        Err(e) => return Err(e),
                     }
                 }
                 VmState::Created => {
@@ -238,40 +205,42 @@ impl VmRun<'_> {
                     self.ctx
                         .set_step(format!("starting {} on {}", self.vm.vmid, self.vm.node))
                         .await;
-                    match self
-                        .client
-                        .qemu_start(&self.vm.node, self.vm.vmid as u32, &StartParams::default())
-                        .await
-                    {
-                        Ok(upid) => self.set_state(VmState::Starting, Some(&upid)).await?,
-                        Err(e) if e.to_string().contains("already running") => {
+                    let start = PowerRequest {
+                        action: PowerAction::Start,
+                        timeout: None,
+                    };
+                    match self.backend.power(&self.guest(), start).await {
+                        Ok(op) => self.set_state(VmState::Starting, Some(&op)).await?,
+                        Err(BackendError::AlreadyInState(_)) => {
                             self.set_state(VmState::Running, None).await?
                         }
-                        Err(e) => return Err(pve(e)),
+                        Err(e) => return Err(e.into()),
                     }
                 }
                 VmState::Starting => {
-                    let Some(upid) = self.vm.upid.as_deref().and_then(|u| Upid::parse(u).ok())
-                    else {
+                    let Some(op) = self.operation() else {
                         self.set_state(VmState::Created, None).await?;
                         continue;
                     };
-                    match wait_task(self.ctx, &self.client, &upid, None, self.deadline).await {
+                    match self
+                        .ctx
+                        .wait_for(self.backend.as_ref(), &op, None, self.deadline)
+                        .await
+                    {
                         Ok(Waited::StillRunning) => {
                             return Ok(park(Duration::from_secs(1), "start task running"))
                         }
                         Ok(Waited::Done) => self.set_state(VmState::Running, None).await?,
-                        Err(JobError::Cancelled) => return Err(JobError::Cancelled),
-                        // Proxmox reports a start of a running VM in the start task, not in the
-                        // request's answer: it runs, which is what was asked (an earlier run
-                        // started it before its record was written).
-                        Err(e) if e.to_string().contains("already running") => {
+                        // It runs, which is what was asked (an earlier run started it before
+                        // its record was written).
+                        Ok(Waited::Failed(BackendError::AlreadyInState(_))) => {
                             self.set_state(VmState::Running, None).await?
                         }
-                        Err(e) => {
+                        Ok(Waited::Failed(e)) => {
                             self.set_state(VmState::Created, None).await?;
-                            return Err(e);
+                            return Err(e.into());
                         }
+                        Err(e) => return Err(e),
                     }
                 }
                 VmState::Running => return Ok(self.done()),
@@ -288,12 +257,13 @@ impl VmRun<'_> {
     /// Looks at what Proxmox has at our VMID and moves the row accordingly; `Some` when the run
     /// should end now (an earlier clone of ours is still being made).
     async fn reconcile(&mut self) -> Result<Option<JobOutcome>, JobError> {
-        let (found, in_use) = inspect(&self.client, self.vm.vmid, self.vm.id)
-            .await
-            .map_err(pve)?;
+        let found = self
+            .backend
+            .inspect(&self.vm.vmid.to_string(), Expect::Vm(self.vm.id))
+            .await?;
         match found {
-            Found::Absent => {}
-            Found::Ours {
+            Inspected::Absent => {}
+            Inspected::Ours {
                 in_progress: true, ..
             } => {
                 self.ctx
@@ -301,7 +271,7 @@ impl VmRun<'_> {
                     .await;
                 return Ok(Some(park(Duration::from_secs(1), "earlier clone running")));
             }
-            Found::BeingMade => {
+            Inspected::BeingMade => {
                 self.ctx
                     .set_step(format!(
                         "waiting for the clone on VMID {} to finish, to tell whose it is",
@@ -310,41 +280,35 @@ impl VmRun<'_> {
                     .await;
                 return Ok(Some(park(Duration::from_secs(1), "a clone on our VMID")));
             }
-            Found::Ours { running, .. } => {
+            Inspected::Ours { running, .. } => {
                 tracing::info!(vmid = self.vm.vmid, "adopting a VM made by an earlier run");
                 self.set_state(VmState::made(running), None).await?;
             }
-            Found::Foreign { node } => self.move_to_new_vmid(&node, &in_use).await?,
+            Inspected::Foreign { guest } => self.move_to_new_vmid(&guest).await?,
         }
         Ok(None)
     }
 
     /// A VM that is not ours sits on our VMID: quarantine the id and take another.
-    async fn move_to_new_vmid(
-        &mut self,
-        node: &str,
-        in_use: &std::collections::BTreeSet<i64>,
-    ) -> Result<(), JobError> {
+    async fn move_to_new_vmid(&mut self, foreign: &GuestRef) -> Result<(), JobError> {
         let conn = self.ctx.store.db();
-        vmids::quarantine(conn, self.cluster.id, self.vm.vmid)
-            .await
-            .map_err(db)?;
+        vmids::quarantine(conn, self.cluster.id, self.vm.vmid).await?;
+        let in_use = self.backend.fleet().await?.numeric_ids();
         let new = vmids::reserve(
             conn,
             self.cluster.id,
             (self.cluster.vmid_range_start, self.cluster.vmid_range_end),
             1,
-            in_use,
+            &in_use,
             &format!("class:{}", self.class.id),
             Duration::from_secs(self.ctx.deploy.vmid_cooldown_secs),
         )
-        .await
-        .map_err(vmid_error)?[0];
+        .await?[0];
         let name = vm_name(&self.class.slug, self.vm.idx as u32, new as u32);
         tracing::warn!(
             old = self.vm.vmid,
             new,
-            node,
+            node = foreign.node,
             "a foreign VM sits on the reserved VMID: quarantined it, took another"
         );
         self.ctx
@@ -356,48 +320,39 @@ impl VmRun<'_> {
                     ..Default::default()
                 },
             )
-            .await
-            .map_err(db)?;
+            .await?;
         self.vm.vmid = new;
         self.vm.name = name;
         Ok(())
     }
 
-    /// Starts the clone (or, for `config_clone`, the create) and returns its task.
-    async fn start_clone(&self) -> Result<Upid, StartError> {
-        let marker = Marker {
-            class_id: self.class.id,
-            class_vm_id: self.vm.id,
-        };
-        let vmid = self.vm.vmid as u32;
-        let mut params = match self.method {
-            DeployMethod::LinkedClone => CloneParams::linked(vmid),
-            DeployMethod::FullClone => {
-                let storage = self.full_clone_storage();
-                CloneParams::full(vmid).storage(storage)
-            }
-            DeployMethod::ConfigClone => {
-                return ConfigClone {
-                    ctx: self.ctx,
-                    client: &self.client,
-                    cluster: &self.cluster,
-                    template: &self.template,
-                    vm: &self.vm,
-                    description: marker.description(self.class.description.as_deref()),
-                }
-                .create()
-                .await;
-            }
+    /// What to ask the backend to make: this VM, from the class's template, with our marker.
+    fn create_request(&self) -> CreateRequest {
+        CreateRequest {
+            source: Source::Template {
+                guest: GuestRef::numbered(self.template.node.clone(), self.template.vmid),
+            },
+            method: self.method,
+            target: self.guest(),
+            storage: (self.method == DeployMethod::FullClone).then(|| self.full_clone_storage()),
+            name: self.vm.name.clone(),
+            notes: self.class.description.clone(),
+            marker: Marker {
+                class_id: self.class.id,
+                class_vm_id: self.vm.id,
+            },
+            customization: None,
         }
-        .name(self.vm.name.clone())
-        .description(marker.description(self.class.description.as_deref()));
-        if self.vm.node != self.template.node {
-            params = params.target(self.vm.node.clone());
-        }
-        self.client
-            .qemu_clone(&self.template.node, self.template.vmid as u32, &params)
-            .await
-            .map_err(StartError::Pve)
+    }
+
+    /// The VM on the cluster, where its row says it is.
+    fn guest(&self) -> GuestRef {
+        GuestRef::numbered(self.vm.node.clone(), self.vm.vmid)
+    }
+
+    /// The operation the row records, if any.
+    fn operation(&self) -> Option<Operation> {
+        self.vm.upid.as_deref().map(Operation::new)
     }
 
     /// Full clones go to the cluster's default storage, else next to the template's first disk.
@@ -412,33 +367,31 @@ impl VmRun<'_> {
         })
     }
 
-    /// The slots this VM's clone needs: its node, and every storage whose lock the clone takes
-    /// (the template's disk storages for a linked clone, the target for a full copy, the
-    /// cloud-init drive's storage for every method).
+    /// The slots this VM's make needs, as the backend names them, with their caps.
     fn wants(&self) -> Vec<Want> {
         let d = &self.ctx.deploy;
-        let cluster = self.cluster.id;
         let disks = self.template.disk_list();
-        let mut wants = vec![Want::node(cluster, &self.vm.node, d.node_concurrency)];
-        let mut storage = |name: &str, shared: bool, node: &str| {
-            let node = (!shared).then_some(node);
-            wants.push(Want::storage(cluster, node, name, d.storage_concurrency));
+        let target_storage =
+            (self.method == DeployMethod::FullClone).then(|| self.full_clone_storage());
+        let query = SlotQuery {
+            method: self.method,
+            source_node: &self.template.node,
+            source_disks: &disks,
+            target_node: &self.vm.node,
+            target_storage: target_storage.as_deref(),
         };
-        for disk in disks.iter().filter(|d| !d.iso) {
-            let needs_lock = match self.method {
-                DeployMethod::LinkedClone => true,
-                DeployMethod::FullClone | DeployMethod::ConfigClone => disk.cloudinit,
-            };
-            if needs_lock {
-                storage(&disk.storage, disk.shared, &self.template.node);
-            }
-        }
-        if self.method == DeployMethod::FullClone {
-            let target = self.full_clone_storage();
-            let shared = disks.iter().any(|d| d.storage == target && d.shared);
-            storage(&target, shared, &self.vm.node);
-        }
-        wants
+        self.backend
+            .slots(&query)
+            .iter()
+            .map(|key| {
+                Want::for_slot(
+                    self.cluster.id,
+                    key,
+                    d.node_concurrency,
+                    d.storage_concurrency,
+                )
+            })
+            .collect()
     }
 
     async fn take_slots(&self) -> Result<bool, JobError> {
@@ -450,13 +403,11 @@ impl VmRun<'_> {
             .slots
             .acquire(&self.wants(), &self.holder, SLOT_TTL, patience)
             .await
-            .map_err(db)
+            .map_err(JobError::from)
     }
 
     async fn release_slots(&self) {
-        if let Err(e) = self.ctx.slots.release(&self.holder).await {
-            tracing::warn!(error = %e, "could not release slots; they expire by themselves");
-        }
+        release_slots(self.ctx).await;
     }
 
     /// The row's state, typed.
@@ -464,8 +415,8 @@ impl VmRun<'_> {
         VmState::from_stored(&self.vm.state).map_err(|e| JobError::Permanent(e.to_string()))
     }
 
-    async fn set_state(&mut self, state: VmState, upid: Option<&Upid>) -> Result<(), JobError> {
-        let upid_text = upid.map(|u| u.to_string());
+    async fn set_state(&mut self, state: VmState, op: Option<&Operation>) -> Result<(), JobError> {
+        let upid_text = op.map(|o| o.as_str().to_string());
         self.ctx
             .classes
             .update_vm(
@@ -477,8 +428,7 @@ impl VmRun<'_> {
                     ..Default::default()
                 },
             )
-            .await
-            .map_err(db)?;
+            .await?;
         self.vm.state = state.as_str().to_string();
         self.vm.upid = upid_text;
         Ok(())

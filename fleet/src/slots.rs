@@ -12,6 +12,8 @@ use std::{
 
 use chrono::{Duration as ChronoDuration, Utc};
 use labfleet_db::sql;
+
+use crate::backend::SlotKey;
 use rand::Rng;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Value};
 use tokio::sync::Notify;
@@ -34,6 +36,16 @@ impl Want {
             None => format!("storage:{cluster_db_id}:{storage}"),
         };
         Want { resource, cap }
+    }
+
+    /// The slot of a resource a backend named, with the cap of its kind.
+    pub fn for_slot(cluster_db_id: i64, key: &SlotKey, node_cap: u32, storage_cap: u32) -> Want {
+        match key {
+            SlotKey::Node(node) => Want::node(cluster_db_id, node, node_cap),
+            SlotKey::Storage { name, node } => {
+                Want::storage(cluster_db_id, node.as_deref(), name, storage_cap)
+            }
+        }
     }
 
     /// A slot of a node.

@@ -58,6 +58,7 @@ impl Components {
             self.store.clone(),
             self.publisher.clone(),
             self.clusters.clone(),
+            self.backends.clone(),
         )
         .await
         .with_context(|| format!("cannot listen on {}", self.settings.bind))
@@ -81,6 +82,7 @@ impl Components {
             self.store.clone(),
             self.publisher.clone(),
             self.clusters.clone(),
+            self.backends.clone(),
         )
     }
 

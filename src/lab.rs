@@ -69,14 +69,13 @@ impl Lab {
         let services = System::start(&parts, stop.clone()).await?;
         let api_url = format!("http://{}", services.addr);
         let cluster_db_id = register(&parts, &sim).await?;
-        let cluster = parts.clusters.get(cluster_db_id).await?;
-        let (_, client) = parts.clusters.connect(cluster_db_id).await?;
+        let (cluster, backend) = parts.backends.proxmox(cluster_db_id).await?;
         parts
             .clusters
             .inventory()
             .sync(
                 &cluster,
-                &client,
+                backend.as_ref(),
                 SyncScope {
                     templates: true,
                     isos: true,

@@ -32,6 +32,7 @@ impl Application {
         store: JobStore,
         publisher: Publisher,
         clusters: ClusterStore,
+        backends: Arc<dyn labfleet_fleet::BackendFactory>,
     ) -> std::io::Result<Application> {
         let listener = tokio::net::TcpListener::bind(settings.bind).await?;
         let auth = Authenticator::new(AccessStore::new(store.db().clone()));
@@ -40,6 +41,7 @@ impl Application {
             auth,
             store,
             clusters,
+            backends,
             publisher,
             settings,
             prometheus: telemetry::prometheus(),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use labfleet_access::{Authenticator, NewAuditEvent};
 use labfleet_clusters::ClusterStore;
 use labfleet_config::Settings;
-use labfleet_fleet::ClassStore;
+use labfleet_fleet::{BackendFactory, ClassStore};
 use labfleet_jobs::{JobStore, Publisher};
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -18,6 +18,10 @@ pub struct AppState {
     pub store: JobStore,
     /// Registered clusters.
     pub clusters: ClusterStore,
+    /// The clusters' hypervisors, for the connection test: the one hypervisor call the API
+    /// waits for (within `PROBE_LIMIT`, 10 s). Everything else the API shows comes from the
+    /// database.
+    pub backends: Arc<dyn BackendFactory>,
     /// Classes and their VMs.
     pub classes: ClassStore,
     /// Publishes jobs after commit.

@@ -2,8 +2,6 @@
 //! live (no restart). Secrets (password, API token secret, SSH password and key) are encrypted at
 //! rest and never leave this crate in clear text except towards Proxmox itself.
 
-pub mod clients;
-pub mod connection;
 pub mod import;
 pub mod input;
 pub mod inventory;
@@ -11,8 +9,6 @@ pub mod secrets;
 pub mod store;
 pub mod view;
 
-pub use clients::ConnectError;
-pub use connection::{test_connection, ConnectionReport};
 pub use input::{ClusterInput, InputError};
 pub use inventory::{sync_cluster, Inventory, InventoryFilter, SyncReport, SyncScope};
 pub use secrets::{SecretBox, SecretKeyError};

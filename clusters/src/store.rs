@@ -12,7 +12,6 @@ use sea_orm::{
 use secrecy::SecretString;
 
 use crate::{
-    clients::SharedClientCache,
     input::{ClusterFields, ClusterInput, InputError, NewSecrets},
     secrets::{DecryptError, SecretBox},
 };
@@ -55,17 +54,12 @@ pub struct ClusterSecrets {
 pub struct ClusterStore {
     db: DatabaseConnection,
     secrets: SecretBox,
-    pub(crate) clients: SharedClientCache,
 }
 
 impl ClusterStore {
     /// A store on a migrated database, sealing secrets with `secrets`.
     pub fn new(db: DatabaseConnection, secrets: SecretBox) -> Self {
-        ClusterStore {
-            db,
-            secrets,
-            clients: SharedClientCache::default(),
-        }
+        ClusterStore { db, secrets }
     }
 
     /// Every cluster, default first, then by priority (highest first) and id.

@@ -19,8 +19,8 @@ use chrono::{DateTime, Utc};
 use labfleet_access::{AccessStore, NewAuditEvent, Role};
 use labfleet_db::{placeholders, sql};
 use labfleet_entities::cluster;
+use labfleet_fleet::{backend::FleetGuest, GuestRef};
 use labfleet_jobs::{store::NewJob, JobSpec, JobStatus, PowerAction, VmPowerArgs};
-use labfleet_proxmox::{ClusterResource, Consolidation, ResourceType, Timeframe};
 use sea_orm::{ConnectionTrait, DbErr, Value};
 use uuid::Uuid;
 
@@ -197,14 +197,14 @@ async fn sweep_cluster(
     if rows.is_empty() {
         return Ok(Ok(()));
     }
-    let client = match s.clusters.connect(c.id).await {
-        Ok((_, client)) => client,
+    let backend = match s.backends.connect(c.id).await {
+        Ok(connected) => connected.backend,
         Err(e) => return Ok(Err(e.to_string())),
     };
     let asked = Instant::now();
     report.requests += 1;
-    let resources = match client.cluster_resources(Some(ResourceType::Vm)).await {
-        Ok(r) => r,
+    let fleet = match backend.fleet().await {
+        Ok(f) => f,
         Err(e) => {
             report.own_seconds += (started.elapsed() - asked.elapsed()).as_secs_f64();
             return Ok(Err(e.to_string()));
@@ -213,54 +213,44 @@ async fn sweep_cluster(
     waited += asked.elapsed();
     let now = Utc::now();
     let gap = sweep_gap(s, c.id, now).await?;
-    let listed: HashMap<u32, &ClusterResource> = resources
+    let listed: HashMap<&str, &FleetGuest> = fleet
+        .guests
         .iter()
-        .filter(|r| r.kind == "qemu")
-        .filter_map(|r| Some((r.vmid?, r)))
+        .filter(|g| g.vm)
+        .map(|g| (g.guest.id.as_str(), g))
         .collect();
 
     let mut changed: Vec<HistoryWrite> = Vec::new();
     let mut to_stop = Vec::new();
     for vm in rows {
-        let Some(r) = listed.get(&vm.vmid) else {
+        let Some(r) = listed.get(vm.vmid.to_string().as_str()) else {
             continue; // vanished: reconciliation marks it missing
         };
-        let ours = r.template != Some(true)
-            && r.node.as_deref() == Some(vm.node.as_str())
+        let ours = !r.template
+            && r.guest.node == vm.node
             && labfleet_fleet::VmState::parse(&vm.state)
                 .is_some_and(labfleet_fleet::VmState::powerable)
             && !vm.keep_running
-            && r.lock.is_none();
+            && !r.busy;
         if !ours {
             continue;
         }
         report.vms += 1;
         let before = vm.history.clone().unwrap_or_default();
-        let status = r.status.as_deref().unwrap_or("unknown");
+        let status = if r.running { "running" } else { "stopped" };
         let (mut after, verdict) =
             observe(&before, status, r.cpu.unwrap_or(0.0), vm.limits, now, gap);
         let verdict = match verdict {
             Verdict::Confirm => {
                 let asked = Instant::now();
                 report.requests += 1;
-                let samples = client
-                    .qemu_rrddata(
-                        &vm.node,
-                        vm.vmid,
-                        Timeframe::Hour,
-                        Some(Consolidation::Average),
-                    )
+                let samples = backend
+                    .cpu_history(&GuestRef::numbered(vm.node.clone(), i64::from(vm.vmid)))
                     .await;
                 waited += asked.elapsed();
                 match samples {
                     Ok(points) => {
-                        let points: Vec<_> = points
-                            .iter()
-                            .filter_map(|p| {
-                                let t = DateTime::from_timestamp(p.time as i64, 0)?;
-                                Some((t, p.cpu?))
-                            })
-                            .collect();
+                        let points: Vec<_> = points.iter().map(|p| (p.at, p.cpu)).collect();
                         let since = after.idle_since.unwrap_or(now);
                         let start = idle_start_from_samples(&points, since, vm.limits);
                         after.idle_since = Some(start);

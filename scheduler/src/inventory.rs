@@ -29,13 +29,10 @@ pub async fn run(s: &Scheduler) -> Result<TickOutcome, DbErr> {
             skipped.push(format!("{}: previous sync still running", c.cluster_id));
             continue;
         }
-        let reachable = match s.clusters.connect(c.id).await {
-            Ok((_, client)) => match tokio::time::timeout(PROBE_TIMEOUT, client.version()).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!("no answer within {}s", PROBE_TIMEOUT.as_secs())),
-            },
-            Err(e) => Err(e.to_string()),
+        let reachable = match tokio::time::timeout(PROBE_TIMEOUT, s.backends.probe(c.id)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {}s", PROBE_TIMEOUT.as_secs())),
         };
         if let Err(reason) = reachable {
             tracing::warn!(cluster = %c.cluster_id, %reason, "periodic sync skipped: cluster unreachable");

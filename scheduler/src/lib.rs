@@ -29,6 +29,7 @@ use std::{
 use chrono::Utc;
 use labfleet_clusters::ClusterStore;
 use labfleet_config::Settings;
+use labfleet_fleet::BackendFactory;
 use labfleet_jobs::{JobStore, Publisher};
 
 use crate::{lease::Lease, ticks::Tick};
@@ -40,6 +41,7 @@ pub struct Scheduler {
     store: JobStore,
     publisher: Publisher,
     clusters: ClusterStore,
+    backends: Arc<dyn BackendFactory>,
     holder: String,
 }
 
@@ -60,12 +62,14 @@ impl Scheduler {
         store: JobStore,
         publisher: Publisher,
         clusters: ClusterStore,
+        backends: Arc<dyn BackendFactory>,
     ) -> Self {
         Scheduler {
             settings,
             store,
             publisher,
             clusters,
+            backends,
             holder: default_holder(),
         }
     }

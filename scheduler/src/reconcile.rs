@@ -13,9 +13,12 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use labfleet_db::sql;
 use labfleet_entities::cluster;
+use labfleet_fleet::{
+    backend::{Expect, FleetGuest},
+    Inspected,
+};
 use labfleet_fleet::{ClassStore, Marker, OrphanState, VmChange, VmState};
 use labfleet_jobs::{store::NewJob, JobSpec, JobStatus, OrphanArgs};
-use labfleet_proxmox::{ClusterResource, ResourceType};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 use serde::Serialize;
 
@@ -70,18 +73,19 @@ async fn reconcile_cluster(
     c: &cluster::Model,
     report: &mut ReconcileReport,
 ) -> Result<Result<(), String>, DbErr> {
-    let client = match s.clusters.connect(c.id).await {
-        Ok((_, client)) => client,
+    let backend = match s.backends.connect(c.id).await {
+        Ok(connected) => connected.backend,
         Err(e) => return Ok(Err(e.to_string())),
     };
-    let resources = match client.cluster_resources(Some(ResourceType::Vm)).await {
-        Ok(r) => r,
+    let fleet = match backend.fleet().await {
+        Ok(f) => f,
         Err(e) => return Ok(Err(e.to_string())),
     };
-    let listed: HashMap<i64, &ClusterResource> = resources
+    let listed: HashMap<i64, &FleetGuest> = fleet
+        .guests
         .iter()
-        .filter(|r| r.kind == "qemu")
-        .filter_map(|r| Some((i64::from(r.vmid?), r)))
+        .filter(|g| g.vm)
+        .filter_map(|g| Some((g.guest.id.parse::<i64>().ok()?, g)))
         .collect();
     report.vms += listed.len() as u64;
     let db = s.store.db();
@@ -119,7 +123,7 @@ async fn reconcile_cluster(
                 report.missing += 1;
             }
             Some(r) if state == Some(VmState::Missing) => {
-                let back = VmState::made(r.status.as_deref() == Some("running"));
+                let back = VmState::made(r.running);
                 set_vm_state(s, id, back).await?;
                 report.returned += 1;
             }
@@ -131,19 +135,20 @@ async fn reconcile_cluster(
     let known = known_orphans(db, c.id).await?;
     let range = c.vmid_range_start..=c.vmid_range_end;
     for (vmid, r) in &listed {
-        if owned.contains(vmid) || !range.contains(vmid) || r.template == Some(true) {
+        if owned.contains(vmid) || !range.contains(vmid) || r.template {
             continue;
         }
         let name = r.name.clone().unwrap_or_default();
-        let node = r.node.clone().unwrap_or_default();
+        let node = r.guest.node.clone();
         if let Some((known_name, _)) = known.get(vmid) {
             if *known_name == name {
                 continue; // looked at before; last_seen_at is refreshed below
             }
         }
         // New (or renamed): read its config once for the marker.
-        let marker = match client.qemu_config(&node, *vmid as u32, false, None).await {
-            Ok(cfg) => cfg.get("description").as_deref().and_then(Marker::parse),
+        let marker = match backend.inspect(&r.guest.id, Expect::AnyOfOurs).await {
+            Ok(Inspected::Ours { marker, .. }) => Some(marker),
+            Ok(_) => None,
             Err(e) => {
                 report
                     .skipped

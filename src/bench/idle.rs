@@ -65,7 +65,8 @@ pub async fn run(args: IdleArgs, base: Settings) -> anyhow::Result<()> {
             },
         )
         .await?;
-    let (_, client) = parts.clusters.connect(cluster_db_id).await?;
+    let (_, backend) = parts.backends.proxmox(cluster_db_id).await?;
+    let client = backend.client();
 
     let started = Instant::now();
     let nodes: Vec<String> = (1..=args.nodes).map(|i| format!("pve{i}")).collect();
@@ -111,6 +112,7 @@ pub async fn run(args: IdleArgs, base: Settings) -> anyhow::Result<()> {
         parts.store.clone(),
         parts.publisher.clone(),
         parts.clusters.clone(),
+        parts.backends.clone(),
     );
     println!(
         "{:<14} {:>9} {:>11} {:>9} {:>7} {:>10}",
@@ -135,6 +137,7 @@ pub async fn run(args: IdleArgs, base: Settings) -> anyhow::Result<()> {
         parts.store.clone(),
         parts.publisher.clone(),
         parts.clusters.clone(),
+        parts.backends.clone(),
     );
     sweep(&shutting, "all idle").await?;
     if !steady.is_empty() {

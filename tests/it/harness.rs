@@ -35,6 +35,8 @@ pub enum Backend {
 pub struct TestApp {
     pub addr: SocketAddr,
     pub clusters: labfleet_clusters::ClusterStore,
+    /// The system's hypervisor backends (the same the worker and scheduler use).
+    pub backends: Arc<labfleet_backend_proxmox::ProxmoxBackends>,
     pub http: reqwest::Client,
     pub store: JobStore,
     pub settings: Settings,
@@ -134,6 +136,7 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
     TestApp {
         addr,
         clusters: parts.clusters.clone(),
+        backends: parts.backends.clone(),
         http: reqwest::Client::new(),
         store: parts.store.clone(),
         settings,
@@ -257,6 +260,7 @@ impl TestApp {
             self.store.clone(),
             self.publisher.clone(),
             self.clusters.clone(),
+            self.backends.clone(),
         )
         .with_holder(holder)
     }

@@ -13,6 +13,7 @@ mod inventory;
 mod job_store;
 mod jobs_api;
 mod jobs_engine;
+mod layout;
 mod outages;
 mod power;
 mod restarts;

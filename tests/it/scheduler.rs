@@ -588,6 +588,7 @@ async fn reconciliation_marks_missing_vms_and_destroys_only_orphans_when_enabled
         lab.app.store.clone(),
         lab.app.publisher.clone(),
         lab.app.clusters.clone(),
+        lab.app.backends.clone(),
     );
     let report = destroyer.reconcile_once().await.unwrap();
     assert_eq!(report.destroys, 1, "{report:?}");

@@ -8,7 +8,8 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use labfleet_clusters::{connection::ConnectionError, ClusterInput, ClusterView};
+use labfleet_clusters::{ClusterInput, ClusterView};
+use labfleet_fleet::backend::{ProbeError, ProbeReport};
 use serde::Serialize;
 use serde_json::json;
 
@@ -169,7 +170,41 @@ pub(crate) struct TestResult {
     ok: bool,
     message: String,
     #[serde(flatten)]
-    report: labfleet_clusters::ConnectionReport,
+    report: ConnectionReport,
+}
+
+/// What a successful connection test found.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub(crate) struct ConnectionReport {
+    /// Proxmox VE release (`8.4`), as the older lab tool showed it.
+    version: String,
+    /// Full package version (`8.4.1`).
+    full_version: String,
+    /// Number of nodes.
+    nodes: usize,
+    /// Node names, sorted.
+    node_names: Vec<String>,
+}
+
+impl From<ProbeReport> for ConnectionReport {
+    fn from(r: ProbeReport) -> Self {
+        ConnectionReport {
+            version: r.version,
+            full_version: r.full_version,
+            nodes: r.node_names.len(),
+            node_names: r.node_names,
+        }
+    }
+}
+
+/// The error code of a failed connection test, for the API's error envelope.
+fn probe_code(e: &ProbeError) -> &'static str {
+    match e {
+        ProbeError::NoCredentials(_) => "cluster_no_credentials",
+        ProbeError::AuthFailed(_) => "cluster_auth_failed",
+        ProbeError::Tls(_) => "cluster_tls_error",
+        ProbeError::Unreachable(_) => "cluster_unreachable",
+    }
 }
 
 /// Test the connection to a cluster (admin): log in, read the version and the nodes. A cluster
@@ -186,10 +221,10 @@ pub(crate) async fn test(
 ) -> Result<Json<TestResult>, ApiError> {
     caller.require_admin()?;
     let cluster = state.clusters.get(db_id).await?;
-    let secrets = state.clusters.secrets_of(&cluster)?;
     let target = format!("cluster:{db_id}");
     let detail = json!({"cluster_id": cluster.cluster_id});
-    match labfleet_clusters::test_connection(&cluster, &secrets).await {
+    // The API's one synchronous hypervisor call, bounded by `PROBE_LIMIT`.
+    match state.backends.probe(db_id).await {
         Ok(report) => {
             state
                 .audit(&caller, source, "cluster.test", target, detail)
@@ -197,11 +232,11 @@ pub(crate) async fn test(
             Ok(Json(TestResult {
                 ok: true,
                 message: "Connection successful".into(),
-                report,
+                report: report.into(),
             }))
         }
         Err(e) => {
-            let code = e.code();
+            let code = probe_code(&e);
             tracing::info!(cluster = %cluster.cluster_id, error = %e, "cluster connection test failed");
             state
                 .audit_outcome(&caller, source, "cluster.test", target, detail, "failed")
@@ -221,6 +256,6 @@ fn fields_sent(body: &[u8]) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn connection_message(e: &ConnectionError) -> String {
+fn connection_message(e: &ProbeError) -> String {
     format!("connection failed: {e}")
 }

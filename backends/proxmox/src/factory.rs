@@ -7,12 +7,12 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use labfleet_clusters::{connection::client_for, ClusterError, ClusterStore};
+use labfleet_clusters::{ClusterError, ClusterStore};
 use labfleet_fleet::{BackendFactory, Connected, FactoryError};
 use labfleet_proxmox::ssh::{SshAuth, SshConfig, SshPool};
 use tokio::sync::Mutex;
 
-use crate::ProxmoxBackend;
+use crate::{connection::client_for, ProxmoxBackend};
 
 /// How the adapter paces its waits.
 #[derive(Clone, Copy, Debug)]
@@ -75,7 +75,7 @@ impl ProxmoxBackends {
             FactoryError::Unusable(format!("cluster {}: {e}", row.cluster_id))
         };
         let secrets = self.clusters.secrets_of(&row).map_err(|e| unusable(&e))?;
-        let client = client_for(&row, &secrets).map_err(|e| unusable(&e))?;
+        let client = client_for(&row, &secrets)?;
         let auth = match (secrets.ssh_private_key, secrets.ssh_password) {
             (Some(pem), _) => Some(SshAuth::PrivateKey {
                 pem,

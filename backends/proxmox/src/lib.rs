@@ -5,27 +5,30 @@
 //! locks, PVE's error text, the marker's place in the description — ends here.
 
 mod config_clone;
+mod connection;
 mod errors;
 mod factory;
+mod inventory;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use labfleet_fleet::{
     backend::{
-        Capabilities, CreateRequest, Expect, Fleet, FleetGuest, FleetNode, GuestRef, Inspected,
-        OpState, Operation, OperationInfo, OperationKind, PowerRequest, Progress, SlotKey,
-        SlotQuery, Source,
+        Capabilities, CpuSample, CreateRequest, Expect, Fleet, FleetGuest, FleetNode, GuestRef,
+        Inspected, InventoryScope, Observation, OpState, Operation, OperationInfo, OperationKind,
+        PowerRequest, ProbeError, ProbeReport, Progress, SlotKey, SlotQuery, Source,
     },
     Backend, BackendError, DeployMethod, Marker,
 };
 use labfleet_jobs::PowerAction;
 use labfleet_proxmox::{
-    ssh::SshPool, CloneParams, DestroyParams, ProxmoxClient, ProxmoxError, ResourceType,
-    ShutdownParams, StartParams, StopParams, Upid,
+    ssh::SshPool, CloneParams, Consolidation, DestroyParams, ProxmoxClient, ProxmoxError,
+    ResourceType, ShutdownParams, StartParams, StopParams, Timeframe, Upid,
 };
 use tokio::sync::Mutex;
 
+pub use connection::client_for;
 pub use factory::{ProxmoxBackends, Tuning};
 
 use crate::{config_clone::ConfigClone, errors::classify};
@@ -440,5 +443,40 @@ impl Backend for ProxmoxBackend {
             return Ok(());
         }
         self.client.task_stop(&upid_of(op)?).await.map_err(classify)
+    }
+
+    /// The hour's RRD data, averaged (`rrddata?timeframe=hour&cf=AVERAGE`).
+    async fn cpu_history(&self, guest: &GuestRef) -> Result<Vec<CpuSample>, BackendError> {
+        let points = self
+            .client
+            .qemu_rrddata(
+                &guest.node,
+                vmid(guest)?,
+                Timeframe::Hour,
+                Some(Consolidation::Average),
+            )
+            .await
+            .map_err(classify)?;
+        Ok(points
+            .iter()
+            .filter_map(|p| {
+                Some(CpuSample {
+                    at: chrono::DateTime::from_timestamp(p.time as i64, 0)?,
+                    cpu: p.cpu?,
+                })
+            })
+            .collect())
+    }
+
+    /// One `/cluster/resources` and one `/cluster/status` read, then one config read per
+    /// template and one content listing per ISO storage location.
+    async fn inventory(&self, scope: InventoryScope) -> Result<Observation, BackendError> {
+        inventory::observe(&self.client, scope)
+            .await
+            .map_err(classify)
+    }
+
+    async fn probe(&self) -> Result<ProbeReport, ProbeError> {
+        connection::probe(&self.client).await
     }
 }

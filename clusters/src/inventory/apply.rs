@@ -17,10 +17,11 @@ use sea_orm::{
     QueryFilter, TransactionTrait,
 };
 
-use super::{
-    observe::{IsoSeen, IsosSeen, NodeSeen, Observation, StorageSeen, TemplateSeen, TemplatesSeen},
-    ItemCounts,
+use labfleet_fleet::backend::{
+    IsoSeen, IsosSeen, NodeSeen, Observation, StorageSeen, TemplateSeen, TemplatesSeen,
 };
+
+use super::ItemCounts;
 
 /// Counts of what was written.
 pub(crate) struct Written {

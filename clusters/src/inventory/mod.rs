@@ -9,20 +9,17 @@
 //! reference them); those it could not look at (their node is offline) are left as they were.
 
 mod apply;
-mod observe;
 mod query;
 mod view;
-mod volumes;
 
 use chrono::Utc;
 use labfleet_entities::cluster;
-use labfleet_proxmox::{ProxmoxClient, ProxmoxError};
+use labfleet_fleet::{backend::InventoryScope, Backend, BackendError};
 use sea_orm::{DatabaseConnection, DbErr};
 use serde::Serialize;
 
 pub use query::{Inventory, InventoryFilter};
 pub use view::{IsoView, TemplateView};
-pub use volumes::{TemplateVolumes, FILE_STORAGE_TYPES};
 
 /// What a sync was asked to refresh besides nodes and storages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,9 +69,9 @@ pub struct SyncReport {
 /// Why a sync failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    /// Proxmox could not be reached or refused a request.
+    /// The hypervisor could not be reached or refused a request.
     #[error(transparent)]
-    Proxmox(#[from] ProxmoxError),
+    Backend(#[from] BackendError),
     /// The database failed.
     #[error("database error: {0}")]
     Db(#[from] DbErr),
@@ -84,18 +81,18 @@ impl SyncError {
     /// Whether the same sync may succeed later.
     pub fn is_transient(&self) -> bool {
         match self {
-            SyncError::Proxmox(e) => e.is_transient(),
+            SyncError::Backend(e) => e.is_transient(),
             // The database is infrastructure: worth another try.
             SyncError::Db(_) => true,
         }
     }
 }
 
-/// Refreshes what labfleet knows about `cluster` from `client`, in one transaction.
+/// Refreshes what labfleet knows about `cluster` from its backend, in one transaction.
 pub async fn sync_cluster(
     db: &DatabaseConnection,
     cluster: &cluster::Model,
-    client: &ProxmoxClient,
+    backend: &dyn Backend,
     scope: SyncScope,
 ) -> Result<SyncReport, SyncError> {
     let templates = allowed(
@@ -104,14 +101,12 @@ pub async fn sync_cluster(
         "allow_template_sync",
     );
     let isos = allowed(scope.isos, cluster.allow_iso_sync, "allow_iso_sync");
-    let seen = observe::observe(
-        client,
-        observe::Wanted {
+    let seen = backend
+        .inventory(InventoryScope {
             templates: templates.is_ok(),
             isos: isos.is_ok(),
-        },
-    )
-    .await?;
+        })
+        .await?;
     let written = apply::apply(db, cluster.id, &seen, Utc::now()).await?;
     let report = SyncReport {
         cluster: cluster.cluster_id.clone(),

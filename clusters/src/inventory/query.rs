@@ -2,7 +2,7 @@
 //! a cluster's nodes and storages) and what the API lists.
 
 use labfleet_entities::{cluster_node, cluster_storage, iso, template};
-use labfleet_proxmox::ProxmoxClient;
+use labfleet_fleet::Backend;
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder};
 
 use super::{sync_cluster, SyncError, SyncReport, SyncScope};
@@ -32,10 +32,10 @@ impl Inventory {
     pub async fn sync(
         &self,
         cluster: &labfleet_entities::cluster::Model,
-        client: &ProxmoxClient,
+        backend: &dyn Backend,
         scope: SyncScope,
     ) -> Result<SyncReport, SyncError> {
-        sync_cluster(&self.db, cluster, client, scope).await
+        sync_cluster(&self.db, cluster, backend, scope).await
     }
 
     /// A cluster's template by VMID (also when gone: the caller decides what that means).

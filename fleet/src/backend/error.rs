@@ -49,7 +49,10 @@ pub enum FactoryError {
     /// The cluster is not registered (any more).
     #[error("{0}")]
     Gone(String),
-    /// Its settings or credentials cannot be used (nothing stored, cannot be decrypted).
+    /// No credentials are stored for it.
+    #[error("{0}")]
+    NoCredentials(String),
+    /// Its settings or credentials cannot be used (cannot be decrypted, a bad address).
     #[error("{0}")]
     Unusable(String),
     /// The registry could not be read now (the database is unreachable).
@@ -62,4 +65,21 @@ impl FactoryError {
     pub fn is_transient(&self) -> bool {
         matches!(self, FactoryError::Unavailable(_))
     }
+}
+
+/// Why a connection test failed; the text names the cause and never a secret.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The cluster has no usable credentials.
+    #[error("{0}")]
+    NoCredentials(String),
+    /// The credentials were refused.
+    #[error("{0}")]
+    AuthFailed(String),
+    /// The server's certificate was not accepted.
+    #[error("{0}")]
+    Tls(String),
+    /// No answer, or not one that could be used.
+    #[error("{0}")]
+    Unreachable(String),
 }

@@ -8,6 +8,7 @@
 //! agent) means adding methods here and in the adapters, not touching the job engine.
 
 mod error;
+mod inventory;
 mod types;
 
 #[cfg(feature = "conformance")]
@@ -18,11 +19,15 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use labfleet_entities::cluster;
 
-pub use error::{BackendError, FactoryError};
+pub use error::{BackendError, FactoryError, ProbeError};
+pub use inventory::{
+    InventoryScope, IsoSeen, IsosSeen, NodeSeen, Observation, StorageSeen, TemplateSeen,
+    TemplateVolumes, TemplatesSeen,
+};
 pub use types::{
-    Capabilities, CreateRequest, Customization, Expect, Fleet, FleetGuest, FleetNode, GuestRef,
-    Inspected, OpState, Operation, OperationInfo, OperationKind, PowerRequest, Progress, SlotKey,
-    SlotQuery, Source,
+    Capabilities, CpuSample, CreateRequest, Customization, Expect, Fleet, FleetGuest, FleetNode,
+    GuestRef, Inspected, OpState, Operation, OperationInfo, OperationKind, PowerRequest,
+    ProbeReport, Progress, SlotKey, SlotQuery, Source,
 };
 
 /// One registered cluster's hypervisor.
@@ -71,7 +76,22 @@ pub trait Backend: Send + Sync {
 
     /// Asks a running operation to stop (a stopped make leaves no guest behind).
     async fn cancel(&self, op: &Operation) -> Result<(), BackendError>;
+
+    /// A guest's CPU use over about the last hour, oldest first (the idle sweep confirms an
+    /// idle streak with it).
+    async fn cpu_history(&self, guest: &GuestRef) -> Result<Vec<CpuSample>, BackendError>;
+
+    /// Nodes, storages and, as `scope` asks, templates with their volumes and ISO images.
+    async fn inventory(&self, scope: InventoryScope) -> Result<Observation, BackendError>;
+
+    /// Logs in and reads the version and the nodes: the registry's connection test.
+    async fn probe(&self) -> Result<ProbeReport, ProbeError>;
 }
+
+/// How long a connection test may take in all. It is the one hypervisor call the API waits for
+/// (the registry's "test" button shows its result), so it is bounded well below an HTTP
+/// client's patience.
+pub const PROBE_LIMIT: Duration = Duration::from_secs(10);
 
 /// A registered cluster's row and its backend.
 #[derive(Clone)]
@@ -88,4 +108,25 @@ pub trait BackendFactory: Send + Sync {
     /// The cluster's row and its backend; kept while the row is unchanged, so a backend keeps
     /// its connections and logins.
     async fn connect(&self, cluster_db_id: i64) -> Result<Connected, FactoryError>;
+
+    /// The connection test of a registered cluster, within [`PROBE_LIMIT`].
+    async fn probe(&self, cluster_db_id: i64) -> Result<ProbeReport, ProbeError> {
+        let test = async {
+            let connected = self.connect(cluster_db_id).await.map_err(|e| match e {
+                FactoryError::NoCredentials(m) | FactoryError::Unusable(m) => {
+                    ProbeError::NoCredentials(m)
+                }
+                e => ProbeError::Unreachable(e.to_string()),
+            })?;
+            connected.backend.probe().await
+        };
+        tokio::time::timeout(PROBE_LIMIT, test)
+            .await
+            .unwrap_or_else(|_| {
+                Err(ProbeError::Unreachable(format!(
+                    "no answer within {} s",
+                    PROBE_LIMIT.as_secs()
+                )))
+            })
+    }
 }

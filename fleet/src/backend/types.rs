@@ -3,6 +3,8 @@
 
 use std::{collections::BTreeSet, fmt, time::Duration};
 
+use chrono::{DateTime, Utc};
+
 use labfleet_entities::template::TemplateDisk;
 use labfleet_jobs::PowerAction;
 use serde::{Deserialize, Serialize};
@@ -361,4 +363,24 @@ impl Fleet {
         }
         snap
     }
+}
+
+/// One point of a guest's CPU history.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CpuSample {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// CPU use as a fraction of the guest's own cores.
+    pub cpu: f64,
+}
+
+/// What a successful connection test found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeReport {
+    /// The hypervisor's release as its users name it (`8.4`).
+    pub version: String,
+    /// Its full version (`8.4.1`).
+    pub full_version: String,
+    /// Node names, sorted.
+    pub node_names: Vec<String>,
 }

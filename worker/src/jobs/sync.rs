@@ -1,14 +1,12 @@
 //! `sync_cluster`: refreshes one cluster's inventory (nodes, storages, templates, ISOs) and keeps
-//! the sync report as the job's result. An unreachable cluster or a Proxmox 5xx is retried; a
+//! the sync report as the job's result. An unreachable cluster or a hypervisor 5xx is retried; a
 //! cluster that no longer exists or has no usable credentials is not (another attempt would fail
 //! the same way).
 
 use std::time::Duration;
 
-use labfleet_clusters::{
-    connection::{client_for, ConnectionError},
-    ClusterError, SyncScope,
-};
+use labfleet_clusters::SyncScope;
+use labfleet_fleet::FactoryError;
 use labfleet_jobs::SyncClusterArgs;
 
 use crate::context::{JobContext, JobError, JobOutcome};
@@ -20,28 +18,24 @@ const SYNC_LIMIT: Duration = Duration::from_secs(50);
 
 pub(crate) async fn run(args: SyncClusterArgs, ctx: JobContext) -> Result<JobOutcome, JobError> {
     let id = args.cluster_db_id;
-    let cluster = ctx.clusters.get(id).await.map_err(|e| match e {
-        ClusterError::NotFound(_) => JobError::Permanent(format!("cluster {id} no longer exists")),
-        e => JobError::Transient(format!("cannot read cluster {id}: {e}")),
-    })?;
-    let name = &cluster.cluster_id;
-    let secrets = ctx.clusters.secrets_of(&cluster).map_err(|e| {
-        JobError::Permanent(format!(
-            "cannot open the credentials of cluster {name}: {e}"
-        ))
-    })?;
-    let client = client_for(&cluster, &secrets).map_err(|e| match e {
-        ConnectionError::Proxmox(p) if p.is_transient() => {
-            JobError::Transient(format!("cluster {name}: {p}"))
+    let connected = ctx.backends.connect(id).await.map_err(|e| match e {
+        FactoryError::Gone(_) => JobError::Permanent(format!("cluster {id} no longer exists")),
+        FactoryError::Unavailable(m) => {
+            JobError::Transient(format!("cannot read cluster {id}: {m}"))
         }
-        e => JobError::Permanent(format!("cluster {name}: {e}")),
+        e => JobError::Permanent(e.to_string()),
     })?;
+    let (cluster, backend) = (connected.cluster, connected.backend);
+    let name = &cluster.cluster_id;
     let scope = SyncScope {
         templates: args.templates,
         isos: args.isos,
     };
     let inventory = ctx.clusters.inventory();
-    let sync = tokio::time::timeout(SYNC_LIMIT, inventory.sync(&cluster, &client, scope));
+    let sync = tokio::time::timeout(
+        SYNC_LIMIT,
+        inventory.sync(&cluster, backend.as_ref(), scope),
+    );
     let report = tokio::select! {
         _ = ctx.cancel.cancelled() => return Err(JobError::Cancelled),
         r = sync => r.map_err(|_| {

@@ -6,10 +6,11 @@
 use std::collections::HashMap;
 
 use labfleet_entities::template::TemplateDisk;
+use labfleet_fleet::backend::TemplateVolumes;
 use labfleet_proxmox::Drive;
 
 /// Storage types that hold volumes as files, where qcow2 overlays with backing files work.
-pub const FILE_STORAGE_TYPES: &[&str] = &["dir", "nfs", "cifs", "glusterfs", "cephfs"];
+const FILE_STORAGE_TYPES: &[&str] = &["dir", "nfs", "cifs", "glusterfs", "cephfs"];
 
 /// Storage types that hold raw block volumes only (their volume names carry no extension).
 const BLOCK_STORAGE_TYPES: &[&str] = &["lvm", "lvmthin", "zfspool", "rbd", "iscsi", "iscsidirect"];
@@ -23,38 +24,26 @@ pub(crate) struct StorageKind {
     pub shared: bool,
 }
 
-/// A template's volumes with the flags derived from them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TemplateVolumes {
-    /// Every storage-backed drive.
-    pub disks: Vec<TemplateDisk>,
-    /// Every volume is on shared storage and no host device is attached.
-    pub all_shared: bool,
-    /// A cloud-init drive is attached.
-    pub has_cloudinit: bool,
-    /// There is at least one disk and every disk is a qcow2 file on a file storage.
-    pub qcow2_files: bool,
-}
-
-impl TemplateVolumes {
-    /// Classifies `drives` against the cluster's storages (by storage id).
-    pub(crate) fn classify(drives: &[Drive], storages: &HashMap<String, StorageKind>) -> Self {
-        // A host device (pass-through disk, the host's CD drive) ties the VM to its node.
-        let host_device = drives.iter().any(|d| !d.is_volume() && d.volume != "none");
-        let disks: Vec<TemplateDisk> = drives.iter().filter_map(|d| disk(d, storages)).collect();
-        let data: Vec<&TemplateDisk> = disks.iter().filter(|d| !d.cloudinit && !d.iso).collect();
-        TemplateVolumes {
-            all_shared: !host_device && disks.iter().all(|d| d.shared),
-            has_cloudinit: disks.iter().any(|d| d.cloudinit),
-            qcow2_files: !data.is_empty()
-                && data.iter().all(|d| {
-                    d.format.as_deref() == Some("qcow2")
-                        && d.storage_type
-                            .as_deref()
-                            .is_some_and(|t| FILE_STORAGE_TYPES.contains(&t))
-                }),
-            disks,
-        }
+/// Classifies a template's `drives` against the cluster's storages (by storage id).
+pub(crate) fn classify(
+    drives: &[Drive],
+    storages: &HashMap<String, StorageKind>,
+) -> TemplateVolumes {
+    // A host device (pass-through disk, the host's CD drive) ties the VM to its node.
+    let host_device = drives.iter().any(|d| !d.is_volume() && d.volume != "none");
+    let disks: Vec<TemplateDisk> = drives.iter().filter_map(|d| disk(d, storages)).collect();
+    let data: Vec<&TemplateDisk> = disks.iter().filter(|d| !d.cloudinit && !d.iso).collect();
+    TemplateVolumes {
+        all_shared: !host_device && disks.iter().all(|d| d.shared),
+        has_cloudinit: disks.iter().any(|d| d.cloudinit),
+        qcow2_files: !data.is_empty()
+            && data.iter().all(|d| {
+                d.format.as_deref() == Some("qcow2")
+                    && d.storage_type
+                        .as_deref()
+                        .is_some_and(|t| FILE_STORAGE_TYPES.contains(&t))
+            }),
+        disks,
     }
 }
 
@@ -114,7 +103,7 @@ mod tests {
 
     #[test]
     fn qcow2_on_nfs_with_cloudinit_is_shared_and_config_clonable() {
-        let v = TemplateVolumes::classify(
+        let v = classify(
             &drives(&[
                 ("scsi0", "nfs-shared:104/base-104-disk-0.qcow2,size=2G"),
                 ("ide2", "nfs-shared:104/vm-104-cloudinit.qcow2,media=cdrom"),
@@ -130,7 +119,7 @@ mod tests {
 
     #[test]
     fn raw_on_lvm_thin_is_local_and_not_config_clonable() {
-        let v = TemplateVolumes::classify(
+        let v = classify(
             &drives(&[
                 ("scsi0", "local-lvm:base-105-disk-0,size=2G"),
                 ("ide2", "local-lvm:vm-105-cloudinit,media=cdrom"),
@@ -143,7 +132,7 @@ mod tests {
 
     #[test]
     fn a_local_iso_keeps_a_shared_template_on_its_node() {
-        let v = TemplateVolumes::classify(
+        let v = classify(
             &drives(&[
                 ("scsi0", "ceph:base-110-disk-0,size=8G"),
                 ("ide0", "local:iso/debian.iso,media=cdrom"),
@@ -157,7 +146,7 @@ mod tests {
 
     #[test]
     fn host_devices_pin_the_template_and_empty_cdroms_do_not() {
-        let empty = TemplateVolumes::classify(
+        let empty = classify(
             &drives(&[
                 ("scsi0", "nfs-shared:1/base-1-disk-0.qcow2"),
                 ("ide2", "none,media=cdrom"),
@@ -165,7 +154,7 @@ mod tests {
             &storages(),
         );
         assert!(empty.all_shared && empty.qcow2_files);
-        let host = TemplateVolumes::classify(
+        let host = classify(
             &drives(&[
                 ("scsi0", "nfs-shared:1/base-1-disk-0.qcow2"),
                 ("ide2", "cdrom,media=cdrom"),
@@ -177,7 +166,7 @@ mod tests {
 
     #[test]
     fn qcow2_on_a_dir_storage_but_raw_efidisk_is_not_config_clonable() {
-        let v = TemplateVolumes::classify(
+        let v = classify(
             &drives(&[
                 ("scsi0", "local:9/base-9-disk-0.qcow2"),
                 ("efidisk0", "local:9/base-9-disk-1.raw,efitype=4m"),
@@ -185,7 +174,7 @@ mod tests {
             &storages(),
         );
         assert!(!v.qcow2_files && !v.all_shared && !v.has_cloudinit);
-        let none = TemplateVolumes::classify(&[], &storages());
+        let none = classify(&[], &storages());
         assert!(!none.qcow2_files && none.all_shared);
     }
 }

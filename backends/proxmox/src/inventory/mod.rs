@@ -7,90 +7,18 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use futures::{StreamExt, TryStreamExt};
+use labfleet_fleet::backend::{
+    InventoryScope, IsoSeen, IsosSeen, NodeSeen, Observation, StorageSeen, TemplateSeen,
+    TemplatesSeen,
+};
 use labfleet_proxmox::{ClusterResource, ProxmoxClient, ProxmoxError};
 
-use super::volumes::{StorageKind, TemplateVolumes};
+use self::volumes::{classify, StorageKind};
+
+pub(crate) mod volumes;
 
 /// Config reads in flight at once (a cluster with many templates must not be flooded).
 const CONFIG_READS: usize = 4;
-
-/// Which optional parts to read.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Wanted {
-    pub templates: bool,
-    pub isos: bool,
-}
-
-/// A node as seen.
-#[derive(Clone, Debug)]
-pub(crate) struct NodeSeen {
-    pub name: String,
-    pub online: bool,
-    pub ip: Option<String>,
-    pub cpus: Option<i32>,
-    pub max_mem: Option<i64>,
-    /// Running or stopped QEMU VMs and LXC containers, templates excluded.
-    pub guests: i32,
-}
-
-/// A storage as one node sees it.
-#[derive(Clone, Debug)]
-pub(crate) struct StorageSeen {
-    pub node: String,
-    pub storage: String,
-    pub storage_type: String,
-    pub shared: bool,
-    pub content: String,
-    pub active: bool,
-    pub total: Option<i64>,
-    pub used: Option<i64>,
-}
-
-/// A template as seen, with its volumes.
-#[derive(Clone, Debug)]
-pub(crate) struct TemplateSeen {
-    pub vmid: i64,
-    pub name: String,
-    pub node: String,
-    pub volumes: TemplateVolumes,
-}
-
-/// Templates as seen.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct TemplatesSeen {
-    pub seen: Vec<TemplateSeen>,
-    /// Templates listed by the cluster whose config could not be read (node offline).
-    pub unreadable: HashSet<i64>,
-}
-
-/// An ISO as seen.
-#[derive(Clone, Debug)]
-pub(crate) struct IsoSeen {
-    /// Empty for a shared storage.
-    pub node: String,
-    pub storage: String,
-    pub volid: String,
-    pub name: String,
-    pub size: Option<i64>,
-    pub shared: bool,
-}
-
-/// ISOs as seen.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct IsosSeen {
-    pub seen: Vec<IsoSeen>,
-    /// `(node, storage)` locations that exist but could not be listed (`node` empty for shared).
-    pub unlisted: HashSet<(String, String)>,
-}
-
-/// Everything one sync read.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Observation {
-    pub nodes: Vec<NodeSeen>,
-    pub storages: Vec<StorageSeen>,
-    pub templates: Option<TemplatesSeen>,
-    pub isos: Option<IsosSeen>,
-}
 
 fn int<T: TryFrom<u64>>(v: Option<u64>) -> Option<T> {
     v.and_then(|v| T::try_from(v).ok())
@@ -99,7 +27,7 @@ fn int<T: TryFrom<u64>>(v: Option<u64>) -> Option<T> {
 /// Reads the cluster.
 pub(crate) async fn observe(
     client: &ProxmoxClient,
-    wanted: Wanted,
+    wanted: InventoryScope,
 ) -> Result<Observation, ProxmoxError> {
     let resources = client.cluster_resources(None).await?;
     let status = client.cluster_status().await?;
@@ -230,7 +158,7 @@ async fn read_templates(
                 Ok(Some(TemplateSeen {
                     vmid: i64::from(vmid),
                     name,
-                    volumes: TemplateVolumes::classify(&config.drives(), kinds),
+                    volumes: classify(&config.drives(), kinds),
                     node,
                 }))
             }

@@ -1,5 +1,5 @@
-//! Idle auto-shutdown. Per sweep and per cluster with `auto_shutdown_enabled`: one
-//! `/cluster/resources?type=vm` read, one query for the cluster's class VMs with their idle
+//! Idle auto-shutdown. Per sweep and per cluster with `auto_shutdown_enabled`: one fleet read
+//! through the cluster's backend (one `/cluster/resources` on Proxmox), one query for the cluster's class VMs with their idle
 //! history, a decision per VM, and writes only for the VMs whose history changed. A VM that has
 //! stayed under its CPU threshold for its whole idle window gets a `vm_power` shutdown job
 //! (graceful, then forced after the timeout) and an audit event with the reason.

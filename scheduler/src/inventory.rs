@@ -1,7 +1,7 @@
 //! The periodic template and ISO sync: one `sync_cluster` job per active cluster whose toggles
 //! allow either part, asking only for the parts allowed. A cluster whose previous sync has not
 //! finished, or that does not answer now, is skipped with the reason in the tick's note (the
-//! reachability probe is one cheap `/version` call); a skipped cluster is not a failed tick.
+//! reachability probe is the backend's connection test: on Proxmox `/version` and `/nodes`); a skipped cluster is not a failed tick.
 
 use std::time::Duration;
 

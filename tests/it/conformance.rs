@@ -1,5 +1,5 @@
 //! The backend conformance suite (`labfleet_fleet::backend::conformance`) run against the
-//! Proxmox adapter on the simulator: a linked clone on the shared qcow2 (directory) storage, a
+//! Proxmox adapter on the simulator: a linked clone on the shared NFS storage (qcow2 files), a
 //! linked clone on LVM-thin, and a config clone (qcow2 overlays over SSH).
 
 use std::{sync::Arc, time::Duration};
@@ -116,7 +116,7 @@ async fn run(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn proxmox_linked_clones_on_a_directory_storage_keep_the_contract() {
+async fn proxmox_linked_clones_on_a_shared_file_storage_keep_the_contract() {
     // Template 104: qcow2 on the shared NFS storage, cloned to another node.
     run(
         9001,

@@ -1,9 +1,10 @@
 //! The inventory of a cluster: its nodes, storages, QEMU templates (with every volume) and ISOs,
-//! read from Proxmox with few requests and kept in the database for placement and deployment.
+//! read through the cluster's backend with few requests and kept in the database for placement
+//! and deployment.
 //!
-//! A sync reads first ([`observe`]: one `/cluster/resources`, one `/cluster/status`, one config
-//! read per template, one content listing per ISO storage location) and then writes everything in
-//! one transaction ([`apply`]). Nodes and storages are a cache and always refreshed; templates are
+//! A sync reads first (`Backend::inventory`; the Proxmox adapter makes one `/cluster/resources`,
+//! one `/cluster/status`, one config read per template and one content listing per ISO storage
+//! location) and then writes everything in one transaction ([`apply`]). Nodes and storages are a cache and always refreshed; templates are
 //! synced only where `allow_template_sync` is on and ISOs only where `allow_iso_sync` is on.
 //! Templates and ISOs that a sync no longer sees are marked `gone`, never deleted (classes
 //! reference them); those it could not look at (their node is offline) are left as they were.

@@ -27,7 +27,8 @@ fn park(after: Duration, note: &str) -> JobOutcome {
     JobOutcome::park(after, note)
 }
 
-/// Times a clone may meet "already exists" in one run before the run gives up and retries later.
+/// Times a make may meet "already exists" in one run (each time the VMID is looked at again, and
+/// a foreign VM there makes the VM move to a new VMID) before the VM fails with the error.
 const MAX_CONFLICTS: u32 = 3;
 
 pub(crate) async fn run(args: ClassVmArgs, ctx: JobContext) -> Result<JobOutcome, JobError> {

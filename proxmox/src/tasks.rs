@@ -236,7 +236,8 @@ impl ProxmoxClient {
     }
 
     /// Waits until the task stops: `Ok` for `OK` and `WARNINGS: n`, [`ProxmoxError::TaskFailed`]
-    /// with the exitstatus otherwise, [`ProxmoxError::TaskTimeout`] after `timeout`.
+    /// with the exitstatus otherwise, [`ProxmoxError::TaskTimeout`] after `timeout` (the status is
+    /// asked at least once, so a zero timeout tells whether the task has ended).
     /// Polls start at 100 ms and grow by half each time up to 2 s; transient poll failures
     /// (a connection blip) are retried until the deadline, permanent ones returned.
     pub async fn wait_task(
@@ -259,9 +260,19 @@ impl ProxmoxClient {
         let started = Instant::now();
         let deadline = started + timeout;
         let mut delay = POLL_START;
+        let mut asked = false;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(remaining, self.task_status(upid)).await {
+            // The first status request gets its answer however short the timeout (the request
+            // has its own time limit): a timeout shorter than one round trip would otherwise say
+            // "still running" without having asked.
+            let answer = if asked {
+                tokio::time::timeout(remaining, self.task_status(upid)).await
+            } else {
+                Ok(self.task_status(upid).await)
+            };
+            asked = true;
+            match answer {
                 Ok(Ok(status)) if !status.is_running() => return finished(upid, status),
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) if e.is_transient() => {

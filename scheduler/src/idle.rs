@@ -213,17 +213,17 @@ async fn sweep_cluster(
     waited += asked.elapsed();
     let now = Utc::now();
     let gap = sweep_gap(s, c.id, now).await?;
-    let listed: HashMap<&str, &FleetGuest> = fleet
+    let listed: HashMap<u32, &FleetGuest> = fleet
         .guests
         .iter()
         .filter(|g| g.vm)
-        .map(|g| (g.guest.id.as_str(), g))
+        .filter_map(|g| Some((g.guest.id.parse().ok()?, g)))
         .collect();
 
     let mut changed: Vec<HistoryWrite> = Vec::new();
     let mut to_stop = Vec::new();
     for vm in rows {
-        let Some(r) = listed.get(vm.vmid.to_string().as_str()) else {
+        let Some(r) = listed.get(&vm.vmid) else {
             continue; // vanished: reconciliation marks it missing
         };
         let ours = !r.template

@@ -403,20 +403,9 @@ impl Backend for ProxmoxBackend {
             return Ok(OpState::Done);
         }
         let upid = upid_of(op)?;
-        // A zero budget asks once: a poll bounded by zero time would end before its answer.
-        if budget.is_zero() {
-            let status = self.client.task_status(&upid).await.map_err(classify)?;
-            if status.is_running() {
-                return Ok(OpState::Running { percent: None });
-            }
-        }
         match self
             .client
-            .wait_task_polling(
-                &upid,
-                budget.max(Duration::from_millis(100)),
-                self.tuning.task_poll_max,
-            )
+            .wait_task_polling(&upid, budget, self.tuning.task_poll_max)
             .await
         {
             Ok(_) => Ok(OpState::Done),

@@ -342,25 +342,25 @@ impl Fleet {
             vmids_in_use: self.numeric_ids(),
             ..Default::default()
         };
+        let mut guests_per_node = std::collections::HashMap::<&str, u32>::new();
         for g in &self.guests {
             if g.template && g.vm {
                 if let Ok(id) = g.guest.id.parse() {
                     snap.templates.push((id, g.guest.node.clone()));
                 }
+            } else {
+                *guests_per_node.entry(g.guest.node.as_str()).or_default() += 1;
             }
         }
-        for n in &self.nodes {
-            let guests = self
-                .guests
-                .iter()
-                .filter(|g| !(g.template && g.vm) && g.guest.node == n.name)
-                .count();
-            snap.nodes.push(NodeLoad {
+        snap.nodes = self
+            .nodes
+            .iter()
+            .map(|n| NodeLoad {
                 name: n.name.clone(),
                 online: n.online,
-                guests: u32::try_from(guests).unwrap_or(u32::MAX),
-            });
-        }
+                guests: guests_per_node.get(n.name.as_str()).copied().unwrap_or(0),
+            })
+            .collect();
         snap
     }
 }

@@ -1,15 +1,13 @@
 //! `destroy_orphan`: destroys a VM that carries our marker and that no VM row owns, after
 //! checking both again (a deploy job may have adopted it since reconciliation saw it).
 
-use std::time::Duration;
-
-use labfleet_fleet::{backend::Expect, vmids, Inspected};
+use labfleet_fleet::{backend::Expect, vmids};
 use labfleet_jobs::OrphanArgs;
 use sea_orm::ConnectionTrait;
 
 use crate::{
     context::{JobContext, JobError, JobOutcome},
-    jobs::vm::{release_slots, stop_and_destroy},
+    jobs::vm::{release_slots, remove_if_ours, Removal},
 };
 
 pub(crate) async fn run(args: OrphanArgs, ctx: JobContext) -> Result<JobOutcome, JobError> {
@@ -30,44 +28,19 @@ pub(crate) async fn run(args: OrphanArgs, ctx: JobContext) -> Result<JobOutcome,
     }
     let connected = ctx.connect(args.cluster_db_id).await?;
     let (cluster, backend) = (connected.cluster, connected.backend);
-    let deadline = ctx.run_deadline();
     let result = async {
-        let found = backend
-            .inspect(&args.vmid.to_string(), Expect::Vm(args.marker_vm_id))
-            .await?;
-        match found {
-            Inspected::Absent => {}
-            Inspected::Foreign { .. } => {
+        let id = args.vmid.to_string();
+        let expect = Expect::Vm(args.marker_vm_id);
+        match remove_if_ours(&ctx, backend.as_ref(), cluster.id, &id, expect).await? {
+            Removal::Parked(outcome) => return Ok(outcome),
+            Removal::Foreign(_) => {
                 // Its marker is gone or changed: not ours to destroy any more.
                 forget_orphan(&ctx, &args).await?;
                 return Ok(JobOutcome::Done(Some(
                     serde_json::json!({ "foreign": args.vmid }),
                 )));
             }
-            Inspected::Ours {
-                in_progress: true, ..
-            }
-            | Inspected::BeingMade => {
-                ctx.set_step("waiting for its clone to finish").await;
-                return Ok(JobOutcome::park(
-                    Duration::from_secs(1),
-                    "clone still running",
-                ));
-            }
-            Inspected::Ours { guest, running, .. } => {
-                if let Some(parked) = stop_and_destroy(
-                    &ctx,
-                    backend.as_ref(),
-                    cluster.id,
-                    &guest,
-                    running,
-                    deadline,
-                )
-                .await?
-                {
-                    return Ok(parked);
-                }
-            }
+            Removal::Gone => {}
         }
         vmids::release(ctx.store.db(), cluster.id, args.vmid).await?;
         forget_orphan(&ctx, &args).await?;

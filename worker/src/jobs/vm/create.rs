@@ -23,10 +23,6 @@ use crate::{
     jobs::{load_class, template_row},
 };
 
-fn park(after: Duration, note: &str) -> JobOutcome {
-    JobOutcome::park(after, note)
-}
-
 /// Times a make may meet "already exists" in one run (each time the VMID is looked at again, and
 /// a foreign VM there makes the VM move to a new VMID) before the VM fails with the error.
 const MAX_CONFLICTS: u32 = 3;
@@ -142,7 +138,10 @@ impl VmRun<'_> {
                         self.ctx
                             .set_step("waiting for a free storage/node slot")
                             .await;
-                        return Ok(park(Duration::from_millis(500), "waiting for a slot"));
+                        return Ok(JobOutcome::park(
+                            Duration::from_millis(500),
+                            "waiting for a slot",
+                        ));
                     }
                     self.ctx
                         .set_step(format!("cloning {} on {}", self.vm.vmid, self.vm.node))
@@ -173,7 +172,10 @@ impl VmRun<'_> {
                         .await
                     {
                         Ok(Waited::StillRunning) => {
-                            return Ok(park(Duration::from_secs(1), "clone task running"))
+                            return Ok(JobOutcome::park(
+                                Duration::from_secs(1),
+                                "clone task running",
+                            ))
                         }
                         Ok(Waited::Done) => {
                             self.release_slots().await;
@@ -229,7 +231,10 @@ impl VmRun<'_> {
                         .await
                     {
                         Ok(Waited::StillRunning) => {
-                            return Ok(park(Duration::from_secs(1), "start task running"))
+                            return Ok(JobOutcome::park(
+                                Duration::from_secs(1),
+                                "start task running",
+                            ))
                         }
                         Ok(Waited::Done) => self.set_state(VmState::Running, None).await?,
                         // It runs, which is what was asked (an earlier run started it before
@@ -270,7 +275,10 @@ impl VmRun<'_> {
                 self.ctx
                     .set_step("waiting for an earlier clone of this VM to finish")
                     .await;
-                return Ok(Some(park(Duration::from_secs(1), "earlier clone running")));
+                return Ok(Some(JobOutcome::park(
+                    Duration::from_secs(1),
+                    "earlier clone running",
+                )));
             }
             Inspected::BeingMade => {
                 self.ctx
@@ -279,7 +287,10 @@ impl VmRun<'_> {
                         self.vm.vmid
                     ))
                     .await;
-                return Ok(Some(park(Duration::from_secs(1), "a clone on our VMID")));
+                return Ok(Some(JobOutcome::park(
+                    Duration::from_secs(1),
+                    "a clone on our VMID",
+                )));
             }
             Inspected::Ours { running, .. } => {
                 tracing::info!(vmid = self.vm.vmid, "adopting a VM made by an earlier run");

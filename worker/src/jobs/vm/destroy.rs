@@ -2,15 +2,11 @@
 //! A VM that is already gone counts as destroyed; a VM on our VMID without our marker is never
 //! touched.
 
-use std::time::Duration;
-
 use labfleet_entities::class_vm;
-use labfleet_fleet::{
-    backend::Expect, vmids, ClassState, ClassStore, Inspected, VmChange, VmState,
-};
+use labfleet_fleet::{backend::Expect, vmids, ClassState, ClassStore, VmChange, VmState};
 use labfleet_jobs::ClassVmArgs;
 
-use super::{release_slots, stop_and_destroy};
+use super::{release_slots, remove_if_ours, Removal};
 use crate::context::{JobContext, JobError, JobOutcome};
 
 pub(crate) async fn run(args: ClassVmArgs, ctx: JobContext) -> Result<JobOutcome, JobError> {
@@ -29,14 +25,11 @@ pub(crate) async fn run(args: ClassVmArgs, ctx: JobContext) -> Result<JobOutcome
         .await?;
     let connected = ctx.connect(vm.cluster_db_id).await?;
     let (cluster, backend) = (connected.cluster, connected.backend);
-    let deadline = ctx.run_deadline();
     let result = async {
-        match backend
-            .inspect(&vm.vmid.to_string(), Expect::Vm(vm.id))
-            .await?
-        {
-            Inspected::Absent => {}
-            Inspected::Foreign { guest } => {
+        let id = vm.vmid.to_string();
+        match remove_if_ours(&ctx, backend.as_ref(), cluster.id, &id, Expect::Vm(vm.id)).await? {
+            Removal::Parked(outcome) => return Ok(outcome),
+            Removal::Foreign(guest) => {
                 // Not ours: leave it alone, and never hand its VMID out again.
                 tracing::warn!(
                     vmid = vm.vmid,
@@ -49,30 +42,7 @@ pub(crate) async fn run(args: ClassVmArgs, ctx: JobContext) -> Result<JobOutcome
                     serde_json::json!({ "foreign": vm.vmid }),
                 )));
             }
-            Inspected::Ours {
-                in_progress: true, ..
-            }
-            | Inspected::BeingMade => {
-                ctx.set_step("waiting for its clone to finish").await;
-                return Ok(JobOutcome::park(
-                    Duration::from_secs(1),
-                    "clone still running",
-                ));
-            }
-            Inspected::Ours { guest, running, .. } => {
-                if let Some(parked) = stop_and_destroy(
-                    &ctx,
-                    backend.as_ref(),
-                    cluster.id,
-                    &guest,
-                    running,
-                    deadline,
-                )
-                .await?
-                {
-                    return Ok(parked);
-                }
-            }
+            Removal::Gone => {}
         }
         vmids::release(ctx.store.db(), cluster.id, vm.vmid).await?;
         forget(&ctx, &vm).await?;

@@ -1,6 +1,6 @@
 //! One VM's jobs: `deploy_vm` makes it (`create`), `destroy_vm` removes it (`destroy`),
-//! `vm_power` starts, shuts down, stops or reboots it (`power`). What they share: stopping and
-//! destroying a guest of ours, which `destroy_orphan` uses too.
+//! `vm_power` starts, shuts down, stops or reboots it (`power`). What they share: removing a
+//! guest of ours (look, stop, destroy), which `destroy_orphan` uses too.
 
 pub(crate) mod create;
 pub(crate) mod destroy;
@@ -9,8 +9,8 @@ pub(crate) mod power;
 use std::time::Duration;
 
 use labfleet_fleet::{
-    backend::{PowerRequest, SlotKey},
-    Backend, BackendError, GuestRef, Want,
+    backend::{Expect, PowerRequest, SlotKey},
+    Backend, BackendError, GuestRef, Inspected, Want,
 };
 use labfleet_jobs::PowerAction;
 use tokio::time::Instant;
@@ -21,9 +21,51 @@ use crate::context::{JobContext, JobError, JobOutcome, Waited};
 /// worker's slots come back soon (a re-run of the same job takes them back at once anyway).
 pub(crate) const SLOT_TTL: Duration = Duration::from_secs(120);
 
+/// How removing a guest of ours went.
+pub(crate) enum Removal {
+    /// Nothing is left at the id (it was absent, or is destroyed now).
+    Gone,
+    /// Another guest sits at the id; it was not touched.
+    Foreign(GuestRef),
+    /// Not finished in this run: end the run with this continuation.
+    Parked(JobOutcome),
+}
+
+/// Looks at `id` and, if the guest there carries the marker `expect` names, stops and destroys
+/// it. A guest still being made is waited for (it may turn out to be ours).
+pub(crate) async fn remove_if_ours(
+    ctx: &JobContext,
+    backend: &dyn Backend,
+    cluster_db_id: i64,
+    id: &str,
+    expect: Expect,
+) -> Result<Removal, JobError> {
+    match backend.inspect(id, expect).await? {
+        Inspected::Absent => Ok(Removal::Gone),
+        Inspected::Foreign { guest } => Ok(Removal::Foreign(guest)),
+        Inspected::Ours {
+            in_progress: true, ..
+        }
+        | Inspected::BeingMade => {
+            ctx.set_step("waiting for its clone to finish").await;
+            Ok(Removal::Parked(JobOutcome::park(
+                Duration::from_secs(1),
+                "clone still running",
+            )))
+        }
+        Inspected::Ours { guest, running, .. } => {
+            let deadline = ctx.run_deadline();
+            match stop_and_destroy(ctx, backend, cluster_db_id, &guest, running, deadline).await? {
+                Some(parked) => Ok(Removal::Parked(parked)),
+                None => Ok(Removal::Gone),
+            }
+        }
+    }
+}
+
 /// Stops (if running) and destroys one of our guests with its disks. `Some` is a continuation
 /// to return (an operation still runs, or no slot is free yet); `None` means the guest is gone.
-pub(crate) async fn stop_and_destroy(
+async fn stop_and_destroy(
     ctx: &JobContext,
     backend: &dyn Backend,
     cluster_db_id: i64,

@@ -50,7 +50,7 @@ pub(crate) async fn run(args: VmPowerArgs, ctx: JobContext) -> Result<JobOutcome
         | Inspected::BeingMade => {
             ctx.set_step(format!("waiting for VM {} to be made", vm.vmid))
                 .await;
-            return Ok(park_plain("VM still being made"));
+            return Ok(JobOutcome::park(PARK, "VM still being made"));
         }
         Inspected::Ours { guest, .. } => guest,
         Inspected::Absent => {
@@ -108,14 +108,6 @@ fn ends_running(action: PowerAction) -> bool {
     matches!(action, PowerAction::Start | PowerAction::Reboot)
 }
 
-fn park_plain(note: &str) -> JobOutcome {
-    JobOutcome::Continue {
-        after: PARK,
-        checkpoint: json!({ "waiting": note }),
-        note: Some(note.to_string()),
-    }
-}
-
 /// Parks while our operation runs; the continuation resumes waiting for exactly this one.
 fn park_on(op: &Operation, note: &str) -> JobOutcome {
     JobOutcome::Continue {
@@ -155,7 +147,7 @@ impl PowerRun<'_> {
             Earlier::None => {}
             Earlier::Busy(note) => {
                 self.ctx.set_step(&note).await;
-                return Ok(park_plain(&note));
+                return Ok(JobOutcome::park(PARK, &note));
             }
             Earlier::Ours(op) => match self.wait(&op).await? {
                 Wait::Park(outcome) => return Ok(outcome),
